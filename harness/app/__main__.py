@@ -1,0 +1,3 @@
+from harness.app.server import main
+
+main()

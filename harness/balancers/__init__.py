@@ -1,0 +1,16 @@
+"""Balancer adapters by kind. A new balancer is one module here plus its template."""
+
+from __future__ import annotations
+
+from harness.balancers.base import Adapter, Endpoint, Layout, ModeSpec
+from harness.balancers.haproxy import HAProxy
+from harness.balancers.nginx import Nginx
+
+ADAPTERS: dict[str, Adapter] = {a.kind: a for a in (HAProxy(), Nginx())}
+
+
+def get_adapter(kind: str) -> Adapter:
+    return ADAPTERS[kind]
+
+
+__all__ = ["ADAPTERS", "Adapter", "Endpoint", "Layout", "ModeSpec", "get_adapter"]

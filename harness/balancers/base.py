@@ -1,0 +1,118 @@
+"""What every balancer adapter provides: its modes, its config, how to run and reload it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+
+from harness.errors import MissingDependency
+
+if TYPE_CHECKING:
+    from harness.topology import Topology
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "fixtures" / "balancers"
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """One affinity mode: its options with their defaults, and what it needs of the app."""
+
+    summary: str
+    options: dict[str, Any] = field(default_factory=dict)
+    # Which topology option names the cookie the app itself must set (prefix/rewrite modes).
+    app_session_cookie_from: str | None = None
+    app_affinity_cookie_from: str | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one process listens."""
+
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Addresses of the balancer and of each replica, plus the run's private directory."""
+
+    balancer: Endpoint
+    replicas: dict[str, Endpoint]
+    workdir: Path
+
+
+class Adapter:
+    """Base class: subclasses set the class attributes and `command`."""
+
+    kind: str = ""
+    binary: str = ""
+    apt_package: str = ""
+    template: str = ""
+    config_name: str = ""
+    modes: dict[str, ModeSpec] = {}
+    health_check_keys: dict[str, Any] = {}
+    reload_signal: int = signal.SIGHUP
+
+    def which(self) -> str:
+        path = shutil.which(self.binary) or next(
+            (p for p in (f"/usr/sbin/{self.binary}", f"/sbin/{self.binary}") if Path(p).exists()),
+            None,
+        )
+        if not path:
+            raise MissingDependency(
+                f"{self.binary} is not installed; install it with "
+                f"'apt-get install {self.apt_package}' (or run 'make conformance' as root)"
+            )
+        return path
+
+    def version(self) -> str:
+        out = subprocess.run([self.which(), *self.version_args()], capture_output=True,
+                             text=True, timeout=10)
+        match = re.search(self.version_pattern(), out.stdout + out.stderr)
+        return match.group(1) if match else "unknown"
+
+    def version_args(self) -> list[str]:
+        return ["-v"]
+
+    def version_pattern(self) -> str:
+        return r"version\s+(\S+)"
+
+    def render(self, topology: Topology, layout: Layout) -> str:
+        """The balancer's config file text for this topology and these addresses."""
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        return env.get_template(self.template).render(
+            topology=topology,
+            mode=topology.mode,
+            opt=topology.options,
+            hc=topology.health_check,
+            layout=layout,
+            replicas=[(r.id, layout.replicas[r.id]) for r in topology.replicas
+                      if r.id in layout.replicas],
+            **self.template_vars(topology, layout),
+        )
+
+    def template_vars(self, topology: Topology, layout: Layout) -> dict[str, Any]:
+        return {}
+
+    def command(self, config: Path, layout: Layout) -> list[str]:
+        raise NotImplementedError
+
+    def check_command(self, config: Path, layout: Layout) -> list[str]:
+        raise NotImplementedError

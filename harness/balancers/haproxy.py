@@ -1,0 +1,50 @@
+"""HAProxy: cookie insert/prefix/rewrite, balance source (map-based and consistent), hdr, roundrobin."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from harness.balancers.base import Adapter, Layout, ModeSpec
+
+
+class HAProxy(Adapter):
+    kind = "haproxy"
+    binary = "haproxy"
+    apt_package = "haproxy"
+    template = "haproxy.cfg.j2"
+    config_name = "haproxy.cfg"
+    # Master-worker mode (-W): SIGUSR2 makes the master re-read the config and start new
+    # workers while the old ones finish their connections.
+    reload_signal = signal.SIGUSR2
+    modes = {
+        "roundrobin": ModeSpec("balance roundrobin, no persistence (the baseline)"),
+        "cookie-insert": ModeSpec(
+            "cookie <name> insert [indirect] [nocache]",
+            {"cookie": "SRVID", "indirect": True, "nocache": True},
+        ),
+        "cookie-prefix": ModeSpec(
+            "cookie <app cookie> prefix: the server id is prefixed to the app's own cookie",
+            {"cookie": "JSESSIONID"},
+            app_session_cookie_from="cookie",
+        ),
+        "cookie-rewrite": ModeSpec(
+            "cookie <name> rewrite: the app sets the cookie, HAProxy rewrites its value",
+            {"cookie": "SERVERID"},
+            app_affinity_cookie_from="cookie",
+        ),
+        "source": ModeSpec("balance source with hash-type map-based", {}),
+        "source-consistent": ModeSpec("balance source with hash-type consistent", {}),
+        "header": ModeSpec("balance hdr(<name>) with hash-type consistent",
+                           {"header": "X-Session-Id"}),
+    }
+    for _spec in modes.values():
+        _spec.options.update({"redispatch": False, "retries": 3})
+    del _spec
+    health_check_keys = {"enabled": False, "interval_ms": 1000, "fall": 3, "rise": 2}
+
+    def command(self, config: Path, layout: Layout) -> list[str]:
+        return [self.which(), "-W", "-db", "-f", str(config)]
+
+    def check_command(self, config: Path, layout: Layout) -> list[str]:
+        return [self.which(), "-c", "-q", "-f", str(config)]

@@ -1,0 +1,47 @@
+"""NGINX: ip_hash, hash $cookie_/$http_ consistent, and round robin."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from harness.balancers.base import Adapter, Layout, ModeSpec
+
+
+class Nginx(Adapter):
+    kind = "nginx"
+    binary = "nginx"
+    apt_package = "nginx-light"
+    template = "nginx.conf.j2"
+    config_name = "nginx.conf"
+    reload_signal = signal.SIGHUP
+    modes = {
+        "roundrobin": ModeSpec("default weighted round robin (the baseline)"),
+        "ip-hash": ModeSpec("ip_hash: key is the first three octets of an IPv4 address"),
+        "cookie-hash": ModeSpec("hash $cookie_<name> [consistent]",
+                                {"cookie": "sid", "consistent": True}),
+        "header-hash": ModeSpec("hash $http_<name> [consistent]",
+                                {"header": "X-Session-Id", "consistent": True}),
+    }
+    # NGINX open source has passive checks only: max_fails failures within fail_timeout.
+    health_check_keys = {"enabled": True, "max_fails": 1, "fail_timeout_s": 10}
+
+    def version_pattern(self) -> str:
+        return r"nginx/(\S+)"
+
+    def template_vars(self, topology: Any, layout: Layout) -> dict[str, Any]:
+        # As root, workers would switch to 'nobody' and could not use the run's 0700 temp dir.
+        return {"run_as_root": os.geteuid() == 0, "var": self.var_name}
+
+    def command(self, config: Path, layout: Layout) -> list[str]:
+        return [self.which(), "-p", str(layout.workdir), "-c", str(config), "-e", "stderr"]
+
+    def check_command(self, config: Path, layout: Layout) -> list[str]:
+        return [self.which(), "-t", "-q", "-p", str(layout.workdir), "-c", str(config),
+                "-e", "stderr"]
+
+    @staticmethod
+    def var_name(header_or_cookie: str) -> str:
+        return header_or_cookie.lower().replace("-", "_")

@@ -1,0 +1,281 @@
+"""The processes runtime: a topology as local processes on a private loopback address.
+
+    with ProcessCluster(topology) as cluster:
+        ... send traffic to cluster.url ...
+
+Each cluster gets its own 127.x.y.1, free ports, a temp dir for configs and logs, and its own
+process group per child. Leaving the `with` block (normally, by exception, SIGTERM or
+Ctrl-C) kills every process and removes the temp dir.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.balancers import Endpoint, Layout, get_adapter
+from harness.errors import ClusterError
+from harness.history import FaultRecord
+from harness.runtime import net, reaper, wait
+from harness.topology import Replica, Topology
+
+START_TIMEOUT = 15.0
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen
+    log: Path
+    endpoint: Endpoint
+    paused: bool = False
+
+
+class ProcessCluster:
+    runtime = "processes"
+
+    def __init__(self, topology: Topology, *,
+                 on_event: Callable[[FaultRecord], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 keep_workdir: bool = False):
+        self.topology = topology
+        self.adapter = get_adapter(topology.kind)
+        self.on_event = on_event
+        self.clock = clock
+        self.keep_workdir = keep_workdir
+        self.t0 = clock()
+        self.host = ""
+        self.workdir = Path()
+        self.layout: Layout | None = None
+        self.replicas: dict[str, Child] = {}
+        self.balancer: Child | None = None
+        self._next_index = len(topology.replicas) + 1
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def __enter__(self) -> ProcessCluster:
+        reaper.install()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.adapter.which()  # fail early, naming the package, if the binary is missing
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"stickler-{self.topology.name}-"))
+        reaper.track_dir(self.workdir)
+        (self.workdir / "nginx-tmp").mkdir()
+        self.host = net.cluster_address()
+        balancer = Endpoint(self.host, net.free_port(self.host))
+        self.layout = Layout(balancer, {}, self.workdir)
+        for replica in self.topology.replicas:
+            self._start_replica(replica.id)
+        self._start_balancer()
+
+    def stop(self) -> None:
+        if self.balancer:
+            # A master that is SIGKILLed cannot reap its workers; ask it to stop first.
+            self._kill(self.balancer, grace=3.0)
+        for child in self.replicas.values():
+            self._kill(child)
+        self.replicas.clear()
+        self.balancer = None
+        if self.workdir != Path() and not self.keep_workdir:
+            import shutil
+
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            reaper.untrack_dir(self.workdir)
+
+    # ---- handles ---------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        assert self.layout, "cluster not started"
+        return f"http://{self.layout.balancer.address}"
+
+    @property
+    def replica_ids(self) -> list[str]:
+        return [r.id for r in self.topology.replicas]
+
+    def versions(self) -> dict[str, str]:
+        return {self.adapter.kind: self.adapter.version(),
+                "python": sys.version.split()[0]}
+
+    def logs(self, name: str) -> str:
+        child = self.balancer if name == "balancer" else self.replicas.get(name)
+        if child is None:
+            raise KeyError(f"no process named {name!r}; have balancer, {self.replica_ids}")
+        return child.log.read_text(errors="replace") if child.log.exists() else ""
+
+    def alive(self, replica: str) -> bool:
+        child = self.replicas.get(replica)
+        return bool(child and child.proc.poll() is None)
+
+    # ---- faults ----------------------------------------------------------------------
+
+    def kill(self, replica: str) -> None:
+        self._kill(self._replica(replica))
+        self._event("kill", replica)
+
+    def pause(self, replica: str) -> None:
+        child = self._replica(replica)
+        os.killpg(child.proc.pid, signal.SIGSTOP)
+        child.paused = True
+        self._event("pause", replica)
+
+    def resume(self, replica: str) -> None:
+        child = self._replica(replica)
+        os.killpg(child.proc.pid, signal.SIGCONT)
+        child.paused = False
+        self._event("resume", replica)
+
+    def restart(self, replica: str) -> None:
+        """Kill and start again on the same port; the new process has empty memory."""
+        self._kill(self._replica(replica))
+        self._start_replica(replica, port=self.replicas[replica].endpoint.port)
+        self._event("restart", replica)
+
+    def add_replica(self, replica: str | None = None) -> str:
+        rid = replica or self._fresh_id()
+        if rid in self.replicas:
+            raise ValueError(f"replica {rid!r} exists already")
+        self._start_replica(rid)
+        self.topology = self.topology.with_replicas((*self.topology.replicas, Replica(rid)))
+        self.reload()
+        self._event("add", rid)
+        return rid
+
+    def remove_replica(self, replica: str) -> None:
+        child = self._replica(replica)
+        self.topology = self.topology.with_replicas(
+            tuple(r for r in self.topology.replicas if r.id != replica))
+        self.reload()
+        self._kill(child)
+        del self.replicas[replica]
+        assert self.layout
+        self.layout.replicas.pop(replica, None)
+        self._event("remove", replica)
+
+    def reload(self) -> None:
+        """Re-render the balancer config and reload it gracefully; wait for new workers."""
+        assert self.balancer and self.layout
+        config = self._write_config()
+        master = self.balancer.proc.pid
+        before = wait.child_pids(master)
+        os.kill(master, self.adapter.reload_signal)
+        wait.until(lambda: bool(wait.child_pids(master) - before), START_TIMEOUT,
+                   f"{self.adapter.kind} to start new workers after reload of {config}",
+                   check=lambda: self._check_running(self.balancer))
+        self._wait_balancer_ready()
+
+    # ---- internals -------------------------------------------------------------------
+
+    def _replica(self, replica: str) -> Child:
+        try:
+            return self.replicas[replica]
+        except KeyError:
+            raise KeyError(f"no replica {replica!r}; have {sorted(self.replicas)}") from None
+
+    def _fresh_id(self) -> str:
+        while f"r{self._next_index}" in self.replicas:
+            self._next_index += 1
+        return f"r{self._next_index}"
+
+    def _event(self, op: str, target: str, detail: str = "") -> None:
+        if self.on_event:
+            self.on_event(FaultRecord(t=self.clock() - self.t0, op=op, target=target,
+                                      detail=detail))
+
+    def _spawn(self, name: str, cmd: list[str], endpoint: Endpoint) -> Child:
+        log = self.workdir / f"{name}.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, cwd=self.workdir,
+                                    start_new_session=True, preexec_fn=reaper.child_setup)
+        reaper.track_group(proc.pid)
+        return Child(name, proc, log, endpoint)
+
+    def _kill(self, child: Child, grace: float = 0.0) -> None:
+        """Stop a child and everything in its process group; SIGKILL after `grace` s."""
+        if grace and child.proc.poll() is None:
+            try:
+                os.killpg(child.proc.pid, signal.SIGCONT)
+                child.proc.terminate()
+                child.proc.wait(timeout=grace)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        reaper.kill_group(child.proc.pid)
+        try:
+            child.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        reaper.untrack_group(child.proc.pid)
+
+    def _check_running(self, child: Child | None) -> None:
+        if child and child.proc.poll() is not None:
+            tail = child.log.read_text(errors="replace")[-2000:] if child.log.exists() else ""
+            raise ClusterError(f"{child.name} exited with code {child.proc.returncode} "
+                               f"during start-up; its log ({child.log}) ends with:\n{tail}")
+
+    def _start_replica(self, rid: str, port: int | None = None) -> None:
+        assert self.layout
+        endpoint = Endpoint(self.host, port or net.free_port(self.host))
+        region = next((r.region for r in self.topology.replicas if r.id == rid), None)
+        cmd = [sys.executable, "-m", "harness.app", "--id", rid, "--host", endpoint.host,
+               "--port", str(endpoint.port), "--session-cookie",
+               self.topology.app.session_cookie]
+        if self.topology.app.affinity_cookie:
+            cmd += ["--affinity-cookie", self.topology.app.affinity_cookie]
+        if region:
+            cmd += ["--region", region]
+        child = self._spawn(rid, cmd, endpoint)
+        self.replicas[rid] = child
+        self.layout.replicas[rid] = endpoint
+        try:
+            wait.until(lambda: wait.http_status(endpoint.host, endpoint.port, "/healthz") == 200,
+                       START_TIMEOUT, f"replica {rid} on {endpoint.address}",
+                       check=lambda: self._check_running(child))
+        except TimeoutError as exc:
+            raise ClusterError(str(exc)) from None
+
+    def _write_config(self) -> Path:
+        assert self.layout
+        config = self.workdir / self.adapter.config_name
+        candidate = config.with_suffix(".new")
+        candidate.write_text(self.adapter.render(self.topology, self.layout))
+        check = subprocess.run(self.adapter.check_command(candidate, self.layout),
+                               capture_output=True, text=True, timeout=30)
+        if check.returncode != 0:
+            raise ClusterError(f"{self.adapter.kind} rejected the rendered config {candidate}:\n"
+                               f"{(check.stdout + check.stderr).strip()}")
+        candidate.replace(config)
+        return config
+
+    def _start_balancer(self) -> None:
+        assert self.layout
+        config = self._write_config()
+        self.balancer = self._spawn("balancer", self.adapter.command(config, self.layout),
+                                    self.layout.balancer)
+        self._wait_balancer_ready()
+
+    def _wait_balancer_ready(self) -> None:
+        assert self.layout and self.balancer
+        ep = self.layout.balancer
+        try:
+            wait.until(lambda: wait.http_status(ep.host, ep.port, "/healthz") is not None,
+                       START_TIMEOUT, f"{self.adapter.kind} on {ep.address}",
+                       check=lambda: self._check_running(self.balancer))
+        except TimeoutError as exc:
+            raise ClusterError(str(exc)) from None

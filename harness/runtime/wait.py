@@ -1,0 +1,62 @@
+"""Waiting strategies: poll for an event with a deadline instead of sleeping blindly."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def until(predicate: Callable[[], bool], timeout: float, what: str,
+          interval: float = 0.02, check: Callable[[], None] | None = None) -> None:
+    """Poll `predicate` until true; `check` may raise early (a process that died)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check:
+            check()
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def http_status(host: str, port: int, path: str = "/", timeout: float = 1.0) -> int | None:
+    """Status of a GET, or None when nothing answers."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        return conn.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def child_pids(pid: int) -> set[int]:
+    """Direct children of `pid`, read from /proc."""
+    out: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may contain spaces; the fields after its ')' are fixed.
+        fields = stat[stat.rfind(")") + 2:].split()
+        if int(fields[1]) == pid:
+            out.add(int(entry.name))
+    return out
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

@@ -1,0 +1,195 @@
+"""Topology: one balancer (kind, affinity mode, options) in front of N replicas, as a value.
+
+`load_topology(path)` validates a YAML file and names the file, line and key of any mistake.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from harness.balancers import ADAPTERS
+from harness.yamlsrc import Doc, load, parse
+
+REPLICA_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+TOP_KEYS = ("name", "description", "balancer", "replicas", "app", "expect")
+BALANCER_KEYS = ("kind", "mode", "options", "health_check")
+APP_KEYS = ("session_cookie", "affinity_cookie")
+MAX_REPLICAS = 64
+TOKEN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Replica:
+    id: str
+    region: str | None = None
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """What the fixture app does with cookies: its session cookie, and an optional extra
+    cookie it sets for balancers that rewrite an app cookie (HAProxy `cookie ... rewrite`)."""
+
+    session_cookie: str = "sid"
+    affinity_cookie: str | None = None
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    kind: str
+    mode: str
+    replicas: tuple[Replica, ...]
+    options: Mapping[str, Any] = field(default_factory=dict)
+    health_check: Mapping[str, Any] = field(default_factory=dict)
+    app: AppSettings = AppSettings()
+    expect: str = ""  # the mode whose expectations judge this topology; default: `mode`
+    source: str | None = None
+    description: str = ""
+
+    @property
+    def replica_ids(self) -> list[str]:
+        return [r.id for r in self.replicas]
+
+    def with_replicas(self, replicas: tuple[Replica, ...]) -> Topology:
+        return Topology(**{**self.__dict__, "replicas": replicas})
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain value for reports and diffs."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "balancer": {"kind": self.kind, "mode": self.mode, "options": dict(self.options),
+                         "health_check": dict(self.health_check)},
+            "replicas": [{"id": r.id, "region": r.region} for r in self.replicas],
+            "app": {"session_cookie": self.app.session_cookie,
+                    "affinity_cookie": self.app.affinity_cookie},
+            "expect": self.expect,
+        }
+
+
+def _choices(values: Any) -> str:
+    return ", ".join(sorted(values)) or "(none)"
+
+
+def _check_keys(doc: Doc, value: Any, path: str, allowed: tuple[str, ...] | list[str]) -> dict:
+    if not isinstance(value, dict):
+        raise doc.error(path, f"expected a mapping with keys: {_choices(allowed)}")
+    for key in value:
+        if key not in allowed:
+            sub = f"{path}.{key}" if path else str(key)
+            raise doc.error(sub, f"unknown key {key!r}; allowed keys: {_choices(allowed)}")
+    return value
+
+
+def _typed(doc: Doc, path: str, value: Any, default: Any) -> Any:
+    """Check `value` has the type of `default` (bool, int or str)."""
+    kind = type(default)
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if not ok:
+        raise doc.error(path, f"expected {kind.__name__}, got {value!r}")
+    if kind is int and value < 0:
+        raise doc.error(path, f"expected a non-negative integer, got {value}")
+    if kind is str and not TOKEN.match(value):
+        raise doc.error(path, f"expected a cookie or header name (letters, digits, '_', '.', "
+                        f"'-'), got {value!r}")
+    return value
+
+
+def _options(doc: Doc, given: Any, defaults: Mapping[str, Any], path: str) -> dict[str, Any]:
+    given = _check_keys(doc, given or {}, path, list(defaults))
+    return {k: (_typed(doc, f"{path}.{k}", given[k], d) if k in given else d)
+            for k, d in defaults.items()}
+
+
+def _replicas(doc: Doc, value: Any) -> tuple[Replica, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 1 <= value <= MAX_REPLICAS:
+            raise doc.error("replicas", f"expected 1 to {MAX_REPLICAS} replicas, got {value}")
+        return tuple(Replica(f"r{i}") for i in range(1, value + 1))
+    if not isinstance(value, list) or not value:
+        raise doc.error("replicas", "expected a replica count or a list of replicas "
+                        "(each an id, or a mapping with id and region)")
+    out: list[Replica] = []
+    for i, item in enumerate(value):
+        path = f"replicas[{i}]"
+        if isinstance(item, str):
+            item = {"id": item}
+        _check_keys(doc, item, path, ("id", "region"))
+        rid = item.get("id")
+        if not isinstance(rid, str) or not REPLICA_ID.match(rid):
+            raise doc.error(f"{path}.id", f"expected an id of lower-case letters, digits and "
+                            f"'-' (at most 31), got {rid!r}")
+        if rid in (r.id for r in out):
+            raise doc.error(f"{path}.id", f"duplicate replica id {rid!r}")
+        region = item.get("region")
+        if region is not None and not isinstance(region, str):
+            raise doc.error(f"{path}.region", f"expected a region name, got {region!r}")
+        out.append(Replica(rid, region))
+    if len(out) > MAX_REPLICAS:
+        raise doc.error("replicas", f"at most {MAX_REPLICAS} replicas")
+    return tuple(out)
+
+
+def from_doc(doc: Doc) -> Topology:
+    data = _check_keys(doc, doc.data, "", TOP_KEYS)
+    for required in ("balancer", "replicas"):
+        if required not in data:
+            raise doc.error("", f"missing key {required!r}")
+    bal = _check_keys(doc, data["balancer"], "balancer", BALANCER_KEYS)
+    kind = bal.get("kind")
+    if kind not in ADAPTERS:
+        raise doc.error("balancer.kind", f"unknown balancer kind {kind!r}; expected one of: "
+                        f"{_choices(ADAPTERS)}")
+    adapter = ADAPTERS[kind]
+    mode = bal.get("mode")
+    if mode not in adapter.modes:
+        raise doc.error("balancer.mode", f"unknown mode {mode!r} for {kind}; expected one of: "
+                        f"{_choices(adapter.modes)}")
+    spec = adapter.modes[mode]
+    options = _options(doc, bal.get("options"), spec.options, "balancer.options")
+    health = _options(doc, bal.get("health_check"), adapter.health_check_keys,
+                      "balancer.health_check")
+
+    app_raw = _check_keys(doc, data.get("app") or {}, "app", APP_KEYS)
+    session_cookie = app_raw.get("session_cookie", "sid")
+    affinity_cookie = app_raw.get("affinity_cookie")
+    # Prefix and rewrite modes work on a cookie the app sets; make the app set that one.
+    if spec.app_session_cookie_from:
+        session_cookie = options[spec.app_session_cookie_from]
+    if spec.app_affinity_cookie_from:
+        affinity_cookie = options[spec.app_affinity_cookie_from]
+    for key, value in (("session_cookie", session_cookie), ("affinity_cookie", affinity_cookie)):
+        if value is not None and not (isinstance(value, str) and TOKEN.match(value)):
+            raise doc.error(f"app.{key}", f"expected a cookie name, got {value!r}")
+
+    expect = data.get("expect", mode)
+    if expect not in adapter.modes:
+        raise doc.error("expect", f"unknown mode {expect!r} for {kind}; expected one of: "
+                        f"{_choices(adapter.modes)}")
+    name = data.get("name") or Path(doc.file).stem
+    if not isinstance(name, str):
+        raise doc.error("name", f"expected a string, got {name!r}")
+    return Topology(
+        name=name,
+        kind=kind,
+        mode=mode,
+        replicas=_replicas(doc, data["replicas"]),
+        options=MappingProxyType(options),
+        health_check=MappingProxyType(health),
+        app=AppSettings(session_cookie, affinity_cookie),
+        expect=expect,
+        source=doc.file,
+        description=str(data.get("description", "")),
+    )
+
+
+def load_topology(path: str | Path) -> Topology:
+    return from_doc(load(path))
+
+
+def parse_topology(text: str, file: str = "<string>") -> Topology:
+    return from_doc(parse(text, file))
