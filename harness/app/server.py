@@ -53,6 +53,9 @@ def make_app(replica_id: str, session_cookie: str = "sid", affinity_cookie: str 
             found.cart.append(item[:64])
         resp = respond(request, {"session": found.session, "state": found.state,
                                  "cart": list(found.cart)})
+        if request.method == "GET" and request.query.get("cacheable"):
+            # Freshness information makes the response cacheable in HTTP's (and HAProxy's) eyes.
+            resp.headers["Cache-Control"] = "max-age=60"
         if found.state == "new":
             resp.set_cookie(session_cookie, found.session, path="/", httponly=True)
         if affinity_cookie and affinity_cookie not in request.cookies:

@@ -1,0 +1,1 @@
+"""Checkers: pure functions from History records to metrics and verdicts."""

@@ -1,0 +1,166 @@
+"""Metrics over a History (pure: records in, numbers out; no sockets, no clock).
+
+Every metric judges requests, not connections, and says how many samples it rests on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from statistics import fmean
+
+from harness.history import RequestRecord
+from harness.traffic.cookies import parse_set_cookie
+from harness.traffic.identity import prefix24
+
+Key = Callable[[RequestRecord], str]
+KEYS: dict[str, Key] = {
+    "session": lambda r: r.session,
+    "client_ip": lambda r: r.client_ip,
+    "prefix24": lambda r: prefix24(r.client_ip),
+}
+
+
+def served(records: Iterable[RequestRecord]) -> list[RequestRecord]:
+    """Requests that reached a replica (a response naming its replica)."""
+    return [r for r in records if r.error is None and r.replica is not None]
+
+
+def group(records: Iterable[RequestRecord], key: str = "session") -> dict[str, list[RequestRecord]]:
+    groups: dict[str, list[RequestRecord]] = defaultdict(list)
+    for r in records:
+        groups[KEYS[key](r)].append(r)
+    for rs in groups.values():
+        rs.sort(key=lambda r: (r.t, r.seq))
+    return dict(groups)
+
+
+def stickiness(replicas: list[str]) -> float:
+    """Share of a sequence's requests served by its first replica."""
+    if not replicas:
+        return 1.0
+    return replicas.count(replicas[0]) / len(replicas)
+
+
+def switches(replicas: list[str]) -> int:
+    return sum(1 for a, b in zip(replicas, replicas[1:]) if a != b)
+
+
+def state_lost(r: RequestRecord) -> bool:
+    """The user saw a different cart than the one they built (or the app lost the session)."""
+    if r.state == "lost":
+        return True
+    return r.cart_seen is not None and r.cart_expected is not None and \
+        r.cart_seen != r.cart_expected
+
+
+def summarize(records: Iterable[RequestRecord], key: str = "session",
+              skip_first: int = 0) -> dict[str, float]:
+    """Stickiness, switches, state loss and load, per group of requests (`key`).
+
+    `skip_first` judges each group from its n-th request on (for balancers that cannot
+    place a session's first request, such as hashing on a cookie the app has not set yet).
+    """
+    records = list(records)
+    ok = served(records)
+    groups = group(ok, key)
+    seqs = {k: [r.replica for r in rs][skip_first:] for k, rs in groups.items()}
+    seqs = {k: s for k, s in seqs.items() if s}
+    stick = [stickiness(s) for s in seqs.values()]
+    load = Counter(r.replica for r in ok)
+    return {
+        "requests": len(records),
+        "served": len(ok),
+        "errors": len(records) - len(ok),
+        "non_2xx": sum(1 for r in ok if not 200 <= (r.status or 0) < 300),
+        "groups": len(seqs),
+        "judged_requests": sum(len(s) for s in seqs.values()),
+        "min_stickiness": min(stick) if stick else 0.0,
+        "mean_stickiness": fmean(stick) if stick else 0.0,
+        "groups_switched": sum(1 for s in seqs.values() if switches(s)),
+        "switches": sum(switches(s) for s in seqs.values()),
+        "state_losses": sum(1 for r in ok if state_lost(r)),
+        "groups_with_state_loss": sum(1 for rs in groups.values() if any(map(state_lost, rs))),
+        "replicas_used": len(load),
+        "max_replicas_per_group": max((len(set(s)) for s in seqs.values()), default=0),
+        "max_load_share": max(load.values()) / len(ok) if ok else 0.0,
+    }
+
+
+def switch_examples(records: Iterable[RequestRecord], key: str = "session",
+                    limit: int = 3) -> list[str]:
+    """Human-readable evidence: which sessions moved between which replicas, and where."""
+    out = []
+    for k, rs in group(served(records), key).items():
+        path = [r.replica for r in rs]
+        if switches(path) == 0:
+            continue
+        at = next(i for i in range(1, len(path)) if path[i] != path[i - 1])
+        lost = sum(1 for r in rs if state_lost(r))
+        out.append(f"{key} {k} (client {rs[0].client_ip}): {' -> '.join(_runs(path))}, "
+                   f"first switch at request {at}, {lost} request(s) saw lost state")
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _runs(path: list[str]) -> list[str]:
+    runs: list[str] = []
+    for replica in path:
+        if runs and runs[-1].split("x")[0] == replica:
+            name, _, n = runs[-1].partition("x")
+            runs[-1] = f"{name}x{int(n or 1) + 1}"
+        else:
+            runs.append(replica)
+    return runs
+
+
+# ---- cookie behaviour -------------------------------------------------------------------
+
+def set_cookies_named(r: RequestRecord, name: str) -> list[str]:
+    return [value for raw in r.set_cookies
+            for n, value, _ in [parse_set_cookie(raw)] if n == name]
+
+
+def names_replica(value: str, replica: str) -> bool:
+    """Does a cookie value identify `replica`? (insert/rewrite: the id; prefix: `id~...`)"""
+    return value == replica or value.startswith(f"{replica}~")
+
+
+def cookie_metrics(records: Iterable[RequestRecord], name: str,
+                   replica_ids: Iterable[str] = ()) -> dict[str, float]:
+    """How a balancer handles its affinity cookie `name` across the sessions' requests."""
+    ok = served(records)
+    ids = tuple(replica_ids)
+    with_cookie = [r for r in ok if r.cookies_sent.get(name)]
+    setting = [r for r in ok if set_cookies_named(r, name)]
+    names = sum(1 for r in with_cookie if names_replica(r.cookies_sent[name], r.replica or ""))
+    private = sum(1 for r in setting if "private" in r.response_headers.get("cache-control", ""))
+    no_cache = sum(1 for r in setting
+                   if "no-cache" in r.response_headers.get("cache-control", "")
+                   or "no-cache" in r.response_headers.get("pragma", ""))
+    return {
+        # Set-Cookie again although the client already sent a cookie for this replica.
+        "cookie_reissued": sum(1 for r in with_cookie
+                               if r.cookies_sent[name] in set_cookies_named(r, name)),
+        "cookie_set_responses": len(setting),
+        "cookie_reached_app": sum(1 for r in ok if name in r.app_cookies_seen),
+        "requests_with_cookie": len(with_cookie),
+        "cookie_set_private_share": private / len(setting) if setting else 0.0,
+        "cookie_set_no_cache": no_cache,
+        # The cookie the client sent names the replica that served it.
+        "cookie_names_replica_share": names / len(with_cookie) if with_cookie else 0.0,
+        # The app received the balancer's `<server>~` prefix instead of its own value.
+        "app_saw_server_prefix": sum(1 for r in ok
+                                     if any(str(r.app_cookies_seen.get(name, "")).startswith(
+                                         f"{i}~") for i in ids)),
+    }
+
+
+def first_request_moved(records: Iterable[RequestRecord]) -> dict[str, float]:
+    """Sessions whose first request was served elsewhere than the rest of the session."""
+    groups = group(served(records))
+    moved = sum(1 for rs in groups.values()
+                if len(rs) > 1 and rs[0].replica != rs[1].replica)
+    return {"first_request_moved": moved,
+            "first_request_moved_share": moved / len(groups) if groups else 0.0}

@@ -1,0 +1,35 @@
+"""Verdicts: an expectation's conditions judged against a scenario's metrics (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harness.expectations import Condition
+
+PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
+
+
+@dataclass
+class Verdict:
+    verdict: str
+    samples: int
+    failed: list[str] = field(default_factory=list)
+    reason: str = ""
+
+
+def judge(conditions: tuple[Condition, ...] | list[Condition], metrics: dict[str, float],
+          min_samples: int, samples_metric: str = "judged_requests") -> Verdict:
+    """`unknown` when the run has too few samples, or errors, to decide either way."""
+    samples = int(metrics.get(samples_metric, 0))
+    if samples < min_samples:
+        return Verdict(UNKNOWN, samples, reason=f"only {samples} judged requests; this check "
+                       f"needs at least {min_samples} to decide")
+    if metrics.get("errors", 0) > 0.05 * max(metrics.get("requests", 0), 1):
+        return Verdict(UNKNOWN, samples, reason=f"{metrics['errors']:g} of "
+                       f"{metrics['requests']:g} requests failed at the transport; the run "
+                       f"cannot judge affinity")
+    failed = [f"{c} (measured {metrics[c.metric]:g})" for c in conditions
+              if not c.holds(metrics)]
+    if failed:
+        return Verdict(FAIL, samples, failed, reason="; ".join(failed))
+    return Verdict(PASS, samples)

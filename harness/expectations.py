@@ -1,0 +1,172 @@
+"""Expectations: each documented behaviour of a balancer, with its citation and the
+conditions a scenario's metrics must meet. YAML under fixtures/expectations/<kind>.yaml.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.balancers import ADAPTERS
+from harness.errors import InputError
+from harness.scenarios import SCENARIOS
+from harness.yamlsrc import Doc, load
+
+EXPECTATIONS_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "expectations"
+OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
+       ">": operator.gt, "<": operator.lt}
+CONDITION = re.compile(r"^\s*([a-z_0-9]+)\s*(>=|<=|==|!=|>|<)\s*(-?[0-9.]+)\s*$")
+SOURCES = ("documented", "source-code", "observed", "differs-from-docs", "folklore-refuted")
+BEHAVIOUR_KEYS = ("id", "title", "modes", "when", "suite", "scenario", "params", "assert",
+                  "min_samples", "source", "citation", "evidence")
+CITATION_KEYS = ("document", "url", "quote")
+
+
+@dataclass(frozen=True)
+class Condition:
+    metric: str
+    op: str
+    value: float
+
+    def holds(self, metrics: dict[str, float]) -> bool:
+        return OPS[self.op](metrics[self.metric], self.value)
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.value:g}"
+
+
+def parse_condition(text: str) -> Condition:
+    match = CONDITION.match(text)
+    if not match:
+        raise ValueError(f"expected '<metric> <op> <number>' with op one of "
+                         f"{', '.join(OPS)}, got {text!r}")
+    return Condition(match[1], match[2], float(match[3]))
+
+
+@dataclass(frozen=True)
+class Expectation:
+    id: str
+    balancer: str
+    title: str
+    modes: tuple[str, ...]
+    suite: str
+    scenario: str
+    params: dict[str, Any]
+    conditions: tuple[Condition, ...]
+    min_samples: int
+    source: str
+    citation: dict[str, str]
+    evidence: str = ""
+    when: dict[str, Any] = field(default_factory=dict)  # topology options it applies to
+    file: str = ""
+    line: int | None = None
+
+    def applies_to(self, mode: str, options: dict[str, Any]) -> bool:
+        return mode in self.modes and all(options.get(k) == v for k, v in self.when.items())
+
+
+def _expectation(doc: Doc, i: int, item: Any, kind: str) -> Expectation:
+    path = f"behaviours[{i}]"
+    if not isinstance(item, dict):
+        raise doc.error(path, "expected a mapping")
+    for key in item:
+        if key not in BEHAVIOUR_KEYS:
+            raise doc.error(f"{path}.{key}", f"unknown key {key!r}; allowed keys: "
+                            f"{', '.join(BEHAVIOUR_KEYS)}")
+    for key in ("id", "title", "modes", "scenario", "assert", "source", "citation"):
+        if key not in item:
+            raise doc.error(path, f"missing key {key!r}")
+    modes = item["modes"]
+    if not isinstance(modes, list) or not modes:
+        raise doc.error(f"{path}.modes", "expected a non-empty list of modes")
+    for j, mode in enumerate(modes):
+        if mode not in ADAPTERS[kind].modes:
+            raise doc.error(f"{path}.modes[{j}]", f"unknown {kind} mode {mode!r}; expected one "
+                            f"of: {', '.join(sorted(ADAPTERS[kind].modes))}")
+    scenario = SCENARIOS.get(item["scenario"])
+    if scenario is None:
+        raise doc.error(f"{path}.scenario", f"unknown scenario {item['scenario']!r}; expected "
+                        f"one of: {', '.join(sorted(SCENARIOS))}")
+    params = item.get("params") or {}
+    if not isinstance(params, dict):
+        raise doc.error(f"{path}.params", "expected a mapping")
+    for key in params:
+        if key not in scenario.params:
+            raise doc.error(f"{path}.params.{key}", f"unknown parameter {key!r} of scenario "
+                            f"{scenario.name}; allowed: {', '.join(sorted(scenario.params))}")
+    raw_conditions = item["assert"]
+    if not isinstance(raw_conditions, list) or not raw_conditions:
+        raise doc.error(f"{path}.assert", "expected a non-empty list of conditions")
+    conditions = []
+    for j, text in enumerate(raw_conditions):
+        try:
+            cond = parse_condition(str(text))
+        except ValueError as exc:
+            raise doc.error(f"{path}.assert[{j}]", str(exc)) from None
+        if cond.metric not in scenario.metrics:
+            raise doc.error(f"{path}.assert[{j}]", f"scenario {scenario.name} has no metric "
+                            f"{cond.metric!r}; it has: {', '.join(scenario.metrics)}")
+        conditions.append(cond)
+    if item["source"] not in SOURCES:
+        raise doc.error(f"{path}.source", f"expected one of: {', '.join(SOURCES)}")
+    citation = item["citation"]
+    if not isinstance(citation, dict) or not all(
+            isinstance(citation.get(k), str) and citation.get(k).strip()
+            for k in ("document", "quote")):
+        raise doc.error(f"{path}.citation", "expected a mapping with a document and a quote "
+                        "(and a url where there is one)")
+    for key in citation:
+        if key not in CITATION_KEYS:
+            raise doc.error(f"{path}.citation.{key}", f"unknown key {key!r}; allowed keys: "
+                            f"{', '.join(CITATION_KEYS)}")
+    when = item.get("when") or {}
+    if not isinstance(when, dict):
+        raise doc.error(f"{path}.when", "expected a mapping of topology options to values")
+    for key in when:
+        if not any(key in ADAPTERS[kind].modes[mode].options for mode in modes):
+            raise doc.error(f"{path}.when.{key}", f"no mode in {modes} has an option {key!r}")
+    min_samples = item.get("min_samples", 100)
+    if not isinstance(min_samples, int) or min_samples < 1:
+        raise doc.error(f"{path}.min_samples", "expected a positive integer")
+    return Expectation(
+        id=f"{kind}.{item['id']}", balancer=kind, title=str(item["title"]),
+        modes=tuple(modes), suite=str(item.get("suite", "stickiness")),
+        scenario=scenario.name, params=params, conditions=tuple(conditions),
+        min_samples=min_samples, source=item["source"], citation=dict(citation),
+        evidence=str(item.get("evidence", "")).strip(), when=dict(when), file=doc.file,
+        line=doc.line(path),
+    )
+
+
+def load_expectations(path: str | Path) -> list[Expectation]:
+    doc = load(path)
+    data = doc.data
+    if not isinstance(data, dict) or "balancer" not in data or "behaviours" not in data:
+        raise doc.error("", "expected a mapping with keys 'balancer' and 'behaviours'")
+    kind = data["balancer"]
+    if kind not in ADAPTERS:
+        raise doc.error("balancer", f"unknown balancer kind {kind!r}; expected one of: "
+                        f"{', '.join(sorted(ADAPTERS))}")
+    if not isinstance(data["behaviours"], list):
+        raise doc.error("behaviours", "expected a list")
+    out = [_expectation(doc, i, item, kind) for i, item in enumerate(data["behaviours"])]
+    seen: set[str] = set()
+    for i, e in enumerate(out):
+        if e.id in seen:
+            raise doc.error(f"behaviours[{i}].id", f"duplicate id {e.id!r}")
+        seen.add(e.id)
+    return out
+
+
+def expectations_for(kind: str, mode: str, options: dict[str, Any] | None = None,
+                     suite: str | None = None,
+                     directory: Path = EXPECTATIONS_DIR) -> list[Expectation]:
+    """The expectations that judge a topology of `kind` expected to behave as `mode`."""
+    path = directory / f"{kind}.yaml"
+    if not path.exists():
+        raise InputError(f"no expectations for balancer {kind!r}", file=str(path))
+    return [e for e in load_expectations(path)
+            if e.applies_to(mode, options or {}) and (suite is None or e.suite == suite)]

@@ -1,0 +1,1 @@
+"""Reports: report.json (schema in docs/report.md) and the terminal table."""

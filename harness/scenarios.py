@@ -1,0 +1,126 @@
+"""Scenarios: named, parameterised traffic patterns and the metrics they yield.
+
+An expectation names a scenario and asserts on its metrics, so a check is data:
+(topology, scenario + params, conditions, citation). Each scenario builds seeded session plans
+(pure), has the driver send them to a cluster (I/O), and computes metrics (pure).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.analysis import metrics as m
+from harness.history import RequestRecord
+from harness.topology import Topology
+from harness.traffic import plans
+from harness.traffic.scripted import Driver
+
+SUMMARY_METRICS = ("requests", "served", "errors", "non_2xx", "groups", "judged_requests",
+                   "min_stickiness", "mean_stickiness", "groups_switched", "switches",
+                   "state_losses", "groups_with_state_loss", "replicas_used",
+                   "max_replicas_per_group", "max_load_share")
+COOKIE_METRICS = ("cookie_reissued", "cookie_set_responses", "cookie_reached_app",
+                  "requests_with_cookie", "cookie_set_private_share", "cookie_set_no_cache",
+                  "cookie_names_replica_share", "app_saw_server_prefix")
+FIRST_METRICS = ("first_request_moved", "first_request_moved_share")
+
+
+@dataclass
+class Outcome:
+    records: list[RequestRecord]
+    metrics: dict[str, float]
+    key: str  # what a "group" is in the metrics: session, client_ip or prefix24
+    evidence: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    params: dict[str, Any]
+    metrics: tuple[str, ...]
+    build: Callable[[random.Random, dict[str, Any], Topology], list[plans.SessionPlan]]
+    key: str = "session"
+    extra: Callable[[list[RequestRecord], dict[str, Any], Topology], dict[str, float]] | None \
+        = None
+
+    def run(self, url: str, topology: Topology, rng: random.Random, params: dict[str, Any],
+            sink: Callable[[RequestRecord], None] | None = None) -> Outcome:
+        p = {**self.params, **params}
+        session_plans = self.build(rng, p, topology)
+        records = Driver(url, scenario=self.name, sink=sink,
+                         concurrency=p.get("concurrency", 8)).run(session_plans)
+        values = m.summarize(records, self.key, skip_first=p.get("skip_first", 0))
+        if self.extra:
+            values.update(self.extra(records, p, topology))
+        return Outcome(records, values, self.key, m.switch_examples(records, self.key))
+
+
+def _lb_cookie(topology: Topology) -> str:
+    return topology.options.get("cookie") or topology.app.session_cookie
+
+
+def _cookie_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[str, float]:
+    return {**m.cookie_metrics(records, _lb_cookie(t), t.replica_ids),
+            **m.first_request_moved(records)}
+
+
+def _forged_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[str, float]:
+    """Share of sessions whose forged cookie was replaced by one naming a real replica."""
+    name = _lb_cookie(t)
+    firsts = [rs[0] for rs in m.group(m.served(records)).values()]
+    repinned = sum(1 for r in firsts
+                   if any(v.split("~")[0] in t.replica_ids for v in m.set_cookies_named(r, name)))
+    return {**m.cookie_metrics(records, name, t.replica_ids),
+            "forged_repinned_share": repinned / len(firsts) if firsts else 0.0}
+
+
+def _sessions(**fixed: Any):
+    def build(rng: random.Random, p: dict, t: Topology) -> list[plans.SessionPlan]:
+        header = t.options.get("header") if p.get("send_header") else None
+        cookies = {_lb_cookie(t): p["forge"]} if p.get("forge") else None
+        return plans.sessions(rng, p["sessions"], p["requests"], connection=p["connection"],
+                              keep_cookies=p["keep_cookies"], header=header,
+                              initial_cookies=cookies, first=p["first"], **fixed)
+    return build
+
+
+def _same_prefix(rng: random.Random, p: dict, t: Topology) -> list[plans.SessionPlan]:
+    out = []
+    for g in range(p["groups"]):
+        out += plans.sessions(rng, p["hosts"], p["requests"], prefix=f"g{g}h",
+                              keep_cookies=False, same_prefix_group=1000 + g * 7)
+    return out
+
+
+_BASE = {"sessions": 24, "requests": 12, "connection": "new", "keep_cookies": True,
+         "send_header": False, "forge": "", "first": "POST", "skip_first": 0, "concurrency": 8}
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario("cookie-sessions",
+             "shoppers that keep their cookies; the cart is built from the first request",
+             dict(_BASE), SUMMARY_METRICS + COOKIE_METRICS + FIRST_METRICS, _sessions(),
+             extra=_cookie_extra),
+    Scenario("cookieless-clients",
+             "clients that never return cookies (nor send affinity headers)",
+             {**_BASE, "keep_cookies": False}, SUMMARY_METRICS, _sessions()),
+    Scenario("forged-cookie",
+             "sessions whose first request carries an affinity cookie naming no replica",
+             {**_BASE, "requests": 6, "forge": "forged-by-client"},
+             SUMMARY_METRICS + COOKIE_METRICS + ("forged_repinned_share",), _sessions(),
+             extra=_forged_extra),
+    Scenario("header-sessions",
+             "sessions that carry the topology's affinity header on every request",
+             {**_BASE, "send_header": True}, SUMMARY_METRICS, _sessions()),
+    Scenario("address-clients",
+             "clients each from its own /24, judged per client address",
+             {**_BASE, "sessions": 30, "requests": 8}, SUMMARY_METRICS, _sessions(),
+             key="client_ip"),
+    Scenario("same-prefix-clients",
+             "cookie-less clients in a few /24s, varying only the last octet; judged per /24",
+             {"groups": 6, "hosts": 10, "requests": 4, "concurrency": 8},
+             SUMMARY_METRICS, _same_prefix, key="prefix24"),
+)}

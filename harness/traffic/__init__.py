@@ -1,0 +1,1 @@
+"""Traffic: client identities, session plans and the drivers that send them."""

@@ -1,0 +1,72 @@
+"""Session plans: what each simulated user will send, as plain seeded data (no I/O)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from harness.traffic.identity import client_address
+
+
+@dataclass(frozen=True)
+class Step:
+    method: str
+    path: str
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    user: str
+    session: str
+    client_ip: str
+    steps: tuple[Step, ...]
+    keep_cookies: bool = True  # False: a client that never returns cookies
+    connection: str = "new"  # "new": a connection per request; "keepalive": one per session
+    headers: dict[str, str] = field(default_factory=dict)  # sent on every request
+    initial_cookies: dict[str, str] = field(default_factory=dict)  # e.g. a forged cookie
+
+
+ITEMS = ("apple", "bread", "cheese", "dates", "eggs", "flour", "grapes", "honey")
+
+
+def shopper_steps(rng: random.Random, n: int, first: str = "POST") -> tuple[Step, ...]:
+    """A shopper who browses and adds to the cart. With `first` POST (the default) the cart
+    holds an item from request 0, so a session whose first request is misplaced shows it;
+    GET-cacheable starts with a response carrying freshness information (max-age)."""
+    firsts = {"POST": Step("POST", f"/cart?item={rng.choice(ITEMS)}"),
+              "GET": Step("GET", "/cart"),
+              "GET-cacheable": Step("GET", "/cart?cacheable=1")}
+    if first not in firsts:
+        raise ValueError(f"first must be one of {', '.join(firsts)}, got {first!r}")
+    steps = [firsts[first]]
+    while len(steps) < n:
+        if rng.random() < 0.5:
+            steps.append(Step("POST", f"/cart?item={rng.choice(ITEMS)}"))
+        else:
+            steps.append(Step("GET", "/cart"))
+    return tuple(steps)
+
+
+def sessions(rng: random.Random, count: int, length: int, *, prefix: str = "s",
+             connection: str = "new", keep_cookies: bool = True,
+             header: str | None = None, initial_cookies: dict[str, str] | None = None,
+             same_prefix_group: int | None = None, first_group: int = 0,
+             first: str = "POST") -> list[SessionPlan]:
+    """`count` sessions of `length` requests, each from its own /24 unless
+    `same_prefix_group` puts them all in one /24 (varying only the last octet)."""
+    if connection not in ("new", "keepalive"):
+        raise ValueError(f"connection must be new or keepalive, got {connection!r}")
+    plans = []
+    for i in range(count):
+        if same_prefix_group is not None:
+            ip = client_address(same_prefix_group, host=1 + i % 254)
+        else:
+            ip = client_address(first_group + i, host=rng.randint(1, 254))
+        headers = {header: f"{prefix}{i}-{rng.getrandbits(32):08x}"} if header else {}
+        plans.append(SessionPlan(
+            user=f"{prefix}{i}", session=f"{prefix}{i}", client_ip=ip,
+            steps=shopper_steps(rng, length, first), keep_cookies=keep_cookies,
+            connection=connection, headers=headers,
+            initial_cookies=dict(initial_cookies or {}),
+        ))
+    return plans

@@ -1,0 +1,135 @@
+"""The scripted driver: runs session plans step by step, each user with its own cookie jar,
+and writes one History record per request.
+
+Sessions run concurrently on a small thread pool (requests within a session stay in order),
+so connection limits and pooling can show; the plans themselves are seeded data.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+from harness.history import RequestRecord
+from harness.runtime.net import ensure_loopback
+from harness.traffic.cookies import CookieJar
+from harness.traffic.plans import SessionPlan
+
+KEPT_RESPONSE_HEADERS = ("cache-control", "pragma", "location", "x-replica")
+
+
+class Driver:
+    def __init__(self, url: str, *, scenario: str,
+                 sink: Callable[[RequestRecord], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic, t0: float | None = None,
+                 timeout: float = 10.0, concurrency: int = 8):
+        parts = urlsplit(url)
+        self.host = ensure_loopback(parts.hostname or "")
+        self.port = parts.port or 80
+        self.scenario = scenario
+        self.sink = sink
+        self.clock = clock
+        self.t0 = clock() if t0 is None else t0
+        self.timeout = timeout
+        self.concurrency = concurrency
+
+    def run(self, plans: list[SessionPlan]) -> list[RequestRecord]:
+        """Run every plan; the records come back grouped by session, in plan order."""
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency),
+                                thread_name_prefix="stickler-driver") as pool:
+            results = list(pool.map(self.run_session, plans))
+        return [record for session in results for record in session]
+
+    def run_session(self, plan: SessionPlan) -> list[RequestRecord]:
+        jar = CookieJar(dict(plan.initial_cookies))
+        conn: http.client.HTTPConnection | None = None
+        records = []
+        cart_expected = 0
+        try:
+            for seq, step in enumerate(plan.steps):
+                if conn is None or plan.connection == "new":
+                    if conn:
+                        conn.close()
+                    conn = self._connect(plan.client_ip)
+                record, conn = self._send(conn, plan, seq, step.method, step.path, jar,
+                                          cart_expected)
+                if record.cart_seen is not None:
+                    # The user now sees this cart, whatever they expected.
+                    cart_expected = record.cart_seen
+                if not plan.keep_cookies:
+                    jar.cookies.clear()
+                records.append(record)
+                if self.sink:
+                    self.sink(record)
+        finally:
+            if conn:
+                conn.close()
+        return records
+
+    def _connect(self, client_ip: str) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout,
+                                          source_address=(ensure_loopback(client_ip), 0))
+
+    def _send(self, conn: http.client.HTTPConnection, plan: SessionPlan, seq: int,
+              method: str, path: str, jar: CookieJar,
+              cart_before: int) -> tuple[RequestRecord, http.client.HTTPConnection]:
+        headers = dict(plan.headers)
+        cookie = jar.header()
+        if cookie:
+            headers["Cookie"] = cookie
+        if plan.connection == "new":
+            headers["Connection"] = "close"
+        expected = cart_before + (1 if method == "POST" else 0)
+        record = RequestRecord(
+            t=self.clock() - self.t0, duration=0.0, scenario=self.scenario, user=plan.user,
+            session=plan.session, seq=seq, client_ip=plan.client_ip, transport="source",
+            connection=plan.connection, method=method, path=path,
+            cookies_sent=dict(jar.cookies), headers_sent={k: v for k, v in plan.headers.items()},
+            cart_expected=expected,
+        )
+        start = self.clock()
+        for attempt in (1, 2):
+            try:
+                conn.request(method, path, body=b"" if method == "POST" else None,
+                             headers=headers)
+                resp = conn.getresponse()
+                body = resp.read()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                # A kept-alive connection the server closed: reconnect once, as browsers do.
+                conn.close()
+                conn = self._connect(plan.client_ip)
+                if attempt == 2 or plan.connection == "new":
+                    record.error = f"{type(exc).__name__}: {exc}"
+                    record.duration = self.clock() - start
+                    return record, conn
+            except (OSError, http.client.HTTPException) as exc:
+                record.error = f"{type(exc).__name__}: {exc}"
+                record.duration = self.clock() - start
+                conn.close()
+                return record, self._connect(plan.client_ip)
+        record.duration = self.clock() - start
+        record.status = resp.status
+        record.replica = resp.getheader("X-Replica")
+        record.set_cookies = resp.msg.get_all("Set-Cookie") or []
+        record.response_headers = {h: v for h in KEPT_RESPONSE_HEADERS
+                                   if (v := resp.getheader(h)) is not None}
+        jar.update(record.set_cookies)
+        try:
+            data = json.loads(body) if body else {}
+        except ValueError:
+            data = {}
+        if isinstance(data, dict):
+            record.state = data.get("state")
+            cart = data.get("cart")
+            record.cart_seen = len(cart) if isinstance(cart, list) else None
+            seen = data.get("cookies_seen")
+            record.app_cookies_seen = seen if isinstance(seen, dict) else {}
+        if resp.getheader("Connection", "").lower() == "close" and plan.connection != "new":
+            conn.close()
+            conn = self._connect(plan.client_ip)
+        return record, conn

@@ -1,0 +1,43 @@
+"""pytest wiring for the conformance suites (the logic lives in harness.suite)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import suite
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    suite.addoption(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    suite.configure(config)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return suite.report_header(config)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    suite.finish(session)
+
+
+@pytest.fixture(scope="session")
+def check_log(request: pytest.FixtureRequest) -> suite.CheckLog:
+    return request.config.stash[suite.LOG_KEY]
+
+
+@pytest.fixture(scope="session")
+def cluster_pool(request: pytest.FixtureRequest, check_log: suite.CheckLog):
+    pool = suite.ClusterPool(request.config.getoption("--runtime"), check_log)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="session")
+def history_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    report_dir = request.config.getoption("--report-dir")
+    return Path(report_dir) / "histories" if report_dir else tmp_path_factory.mktemp("histories")
