@@ -44,6 +44,7 @@ class RequestRecord:
     cart_seen: int | None = None  # items the app returned
     app_cookies_seen: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    check: str = ""  # the conformance check that sent it, if any
     type: str = "request"
 
 

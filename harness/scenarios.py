@@ -48,10 +48,10 @@ class Scenario:
         = None
 
     def run(self, url: str, topology: Topology, rng: random.Random, params: dict[str, Any],
-            sink: Callable[[RequestRecord], None] | None = None) -> Outcome:
+            sink: Callable[[RequestRecord], None] | None = None, check: str = "") -> Outcome:
         p = {**self.params, **params}
         session_plans = self.build(rng, p, topology)
-        records = Driver(url, scenario=self.name, sink=sink,
+        records = Driver(url, scenario=self.name, check=check, sink=sink,
                          concurrency=p.get("concurrency", 8)).run(session_plans)
         values = m.summarize(records, self.key, skip_first=p.get("skip_first", 0))
         if self.extra:

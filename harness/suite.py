@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from harness.analysis.verdicts import FAIL, PASS, judge
-from harness.balancers import get_adapter
 from harness.expectations import Expectation, expectations_for
 from harness.history import HistoryWriter
 from harness.report.checks import CheckLog, write_json_atomic
@@ -66,9 +65,7 @@ def generate_cases(metafunc: pytest.Metafunc, suite: str) -> None:
         return
     cases, ids = [], []
     for topology in selected_topologies(metafunc.config):
-        # A topology judged as another mode is judged as that mode with its default options.
-        options = (dict(topology.options) if topology.expect == topology.mode
-                   else get_adapter(topology.kind).modes[topology.expect].options)
+        options = dict(topology.as_claimed().options)
         for exp in expectations_for(topology.kind, topology.expect, options, suite):
             cases.append((topology, exp))
             ids.append(f"{topology.name}:{exp.id}")
@@ -109,7 +106,9 @@ def run_check(case: tuple[Topology, Expectation], pool: ClusterPool, log: CheckL
     rng = random.Random(f"{log.seed}/{topology.name}/{exp.id}")
     history_dir.mkdir(parents=True, exist_ok=True)
     with HistoryWriter(history_dir / f"{topology.name}.jsonl") as history:
-        outcome = scenario.run(cluster.url, topology, rng, exp.params, sink=history.write)
+        outcome = scenario.run(cluster.url, topology.as_claimed(), rng, exp.params,
+                               sink=history.write,
+                               check=exp.id)
     verdict = judge(exp.conditions, outcome.metrics, exp.min_samples)
     log.record({
         "id": exp.id,
@@ -143,8 +142,10 @@ def run_check(case: tuple[Topology, Expectation], pool: ClusterPool, log: CheckL
         pytest.fail("\n".join(lines), pytrace=False)
 
 
-def finish(session: pytest.Session) -> None:
+def finish(session: pytest.Session, exitstatus: int) -> None:
     log = session.config.stash.get(LOG_KEY, None)
     report_dir = session.config.getoption("--report-dir", None)
     if log is not None and report_dir:
-        write_json_atomic(Path(report_dir) / "report.json", log.to_report())
+        report = log.to_report()
+        report["complete"] = exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+        write_json_atomic(Path(report_dir) / "report.json", report)

@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from harness.balancers import ADAPTERS
 from harness.yamlsrc import Doc, load, parse
@@ -56,6 +57,15 @@ class Topology:
 
     def with_replicas(self, replicas: tuple[Replica, ...]) -> Topology:
         return Topology(**{**self.__dict__, "replicas": replicas})
+
+    def as_claimed(self) -> Topology:
+        """The topology as its `expect` mode would have it: that mode's default options under
+        this topology's own, so checks measure e.g. the cookie the claimed mode would set."""
+        if self.expect == self.mode:
+            return self
+        defaults = ADAPTERS[self.kind].modes[self.expect].options
+        return Topology(**{**self.__dict__,
+                           "options": MappingProxyType({**defaults, **self.options})})
 
     def to_dict(self) -> dict[str, Any]:
         """A plain value for reports and diffs."""

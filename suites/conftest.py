@@ -21,8 +21,8 @@ def pytest_report_header(config: pytest.Config) -> str:
     return suite.report_header(config)
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    suite.finish(session)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    suite.finish(session, exitstatus)
 
 
 @pytest.fixture(scope="session")

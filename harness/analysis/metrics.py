@@ -43,7 +43,7 @@ def stickiness(replicas: list[str]) -> float:
 
 
 def switches(replicas: list[str]) -> int:
-    return sum(1 for a, b in zip(replicas, replicas[1:]) if a != b)
+    return sum(1 for a, b in zip(replicas, replicas[1:], strict=False) if a != b)
 
 
 def state_lost(r: RequestRecord) -> bool:

@@ -1,4 +1,4 @@
-"""HAProxy: cookie insert/prefix/rewrite, balance source (map-based and consistent), hdr, roundrobin."""
+"""HAProxy: cookie insert/prefix/rewrite, balance source (map-based, consistent), hdr, rr."""
 
 from __future__ import annotations
 
@@ -6,6 +6,13 @@ import signal
 from pathlib import Path
 
 from harness.balancers.base import Adapter, Layout, ModeSpec
+
+# Options every HAProxy mode accepts (the failover behaviour of the backend).
+COMMON = {"redispatch": False, "retries": 3}
+
+
+def _mode(summary: str, options: dict | None = None, **app: str) -> ModeSpec:
+    return ModeSpec(summary, {**(options or {}), **COMMON}, **app)
 
 
 class HAProxy(Adapter):
@@ -18,29 +25,26 @@ class HAProxy(Adapter):
     # workers while the old ones finish their connections.
     reload_signal = signal.SIGUSR2
     modes = {
-        "roundrobin": ModeSpec("balance roundrobin, no persistence (the baseline)"),
-        "cookie-insert": ModeSpec(
+        "roundrobin": _mode("balance roundrobin, no persistence (the baseline)"),
+        "cookie-insert": _mode(
             "cookie <name> insert [indirect] [nocache]",
             {"cookie": "SRVID", "indirect": True, "nocache": True},
         ),
-        "cookie-prefix": ModeSpec(
+        "cookie-prefix": _mode(
             "cookie <app cookie> prefix: the server id is prefixed to the app's own cookie",
             {"cookie": "JSESSIONID"},
             app_session_cookie_from="cookie",
         ),
-        "cookie-rewrite": ModeSpec(
+        "cookie-rewrite": _mode(
             "cookie <name> rewrite: the app sets the cookie, HAProxy rewrites its value",
             {"cookie": "SERVERID"},
             app_affinity_cookie_from="cookie",
         ),
-        "source": ModeSpec("balance source with hash-type map-based", {}),
-        "source-consistent": ModeSpec("balance source with hash-type consistent", {}),
-        "header": ModeSpec("balance hdr(<name>) with hash-type consistent",
+        "source": _mode("balance source with hash-type map-based", {}),
+        "source-consistent": _mode("balance source with hash-type consistent", {}),
+        "header": _mode("balance hdr(<name>) with hash-type consistent",
                            {"header": "X-Session-Id"}),
     }
-    for _spec in modes.values():
-        _spec.options.update({"redispatch": False, "retries": 3})
-    del _spec
     health_check_keys = {"enabled": False, "interval_ms": 1000, "fall": 3, "rise": 2}
 
     def command(self, config: Path, layout: Layout) -> list[str]:

@@ -10,6 +10,7 @@ Ctrl-C) kills every process and removes the temp dir.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -217,10 +218,8 @@ class ProcessCluster:
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
         reaper.kill_group(child.proc.pid)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             child.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
         reaper.untrack_group(child.proc.pid)
 
     def _check_running(self, child: Child | None) -> None:

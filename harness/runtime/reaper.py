@@ -9,6 +9,7 @@ with it.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import os
 import shutil
@@ -70,10 +71,8 @@ def untrack_dir(path: Path) -> None:
 
 def kill_group(pgid: int) -> None:
     """SIGKILL a whole process group; paused (SIGSTOPped) members die too."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def reap_all() -> None:

@@ -23,7 +23,7 @@ KEPT_RESPONSE_HEADERS = ("cache-control", "pragma", "location", "x-replica")
 
 
 class Driver:
-    def __init__(self, url: str, *, scenario: str,
+    def __init__(self, url: str, *, scenario: str, check: str = "",
                  sink: Callable[[RequestRecord], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, t0: float | None = None,
                  timeout: float = 10.0, concurrency: int = 8):
@@ -31,6 +31,7 @@ class Driver:
         self.host = ensure_loopback(parts.hostname or "")
         self.port = parts.port or 80
         self.scenario = scenario
+        self.check = check
         self.sink = sink
         self.clock = clock
         self.t0 = clock() if t0 is None else t0
@@ -89,7 +90,7 @@ class Driver:
             session=plan.session, seq=seq, client_ip=plan.client_ip, transport="source",
             connection=plan.connection, method=method, path=path,
             cookies_sent=dict(jar.cookies), headers_sent={k: v for k, v in plan.headers.items()},
-            cart_expected=expected,
+            cart_expected=expected, check=self.check,
         )
         start = self.clock()
         for attempt in (1, 2):

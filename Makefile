@@ -1,0 +1,55 @@
+# Stickler: `make conformance` runs the conformance suites, `make test` the project's tests.
+# Both bootstrap themselves: a .venv with the package, and (as root on Debian/Ubuntu) the
+# balancers from apt. Extra arguments: make conformance ARGS='--balancer nginx'.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stickler-installed
+# binary:package pairs that the suites and benchmarks need
+SYSTEM_DEPS := haproxy:haproxy nginx:nginx-light redis-server:redis-server wrk:wrk
+
+.PHONY: conformance test lint system-deps venv clean
+
+conformance: system-deps $(STAMP)
+	$(BIN)/stickler conformance $(ARGS)
+
+test: system-deps $(STAMP) lint
+	$(BIN)/python -m pytest tests suites $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check harness suites tests benchmarks
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "Stickler needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) --version)." >&2; \
+	  echo "Set PYTHON=/path/to/python3.11 and run make again." >&2; exit 1; }
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 && $(PYTHON) -c 'import ensurepip' 2>/dev/null || \
+	  $(MAKE) --no-print-directory SYSTEM_DEPS_EXTRA=python3-venv system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+system-deps:
+	@missing="$(SYSTEM_DEPS_EXTRA)"; \
+	for pair in $(SYSTEM_DEPS); do \
+	  bin=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$bin >/dev/null 2>&1 || [ -x /usr/sbin/$$bin ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing system packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing system packages:$$missing" >&2; \
+	    echo "install them with: sudo apt-get install$$missing   (or run make as root)" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

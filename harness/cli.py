@@ -1,0 +1,170 @@
+"""The `stickler` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from harness import __version__
+from harness.errors import InputError, SticklerError
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITES = ROOT / "suites"
+REPORTS = ROOT / "reports"
+
+
+def _suite_files(names: list[str]) -> list[str]:
+    available = sorted(p.stem.removeprefix("test_") for p in SUITES.glob("test_*.py"))
+    if not names:
+        return [str(SUITES / f"test_{n}.py") for n in available]
+    for name in names:
+        if name not in available:
+            raise InputError(f"unknown suite {name!r}; expected one of: {', '.join(available)}",
+                             key="--suite")
+    return [str(SUITES / f"test_{n}.py") for n in names]
+
+
+def cmd_conformance(args: argparse.Namespace) -> int:
+    import pytest
+
+    from harness.balancers import ADAPTERS
+    from harness.report.table import print_table
+    from harness.topology import load_topology
+
+    # Validate every input before anything starts, so bad input costs nothing.
+    for kind in args.balancer:
+        if kind not in ADAPTERS:
+            raise InputError(f"unknown balancer {kind!r}; expected one of: "
+                             f"{', '.join(sorted(ADAPTERS))}", key="--balancer")
+    topologies = [load_topology(f) for f in args.topology]
+    for kind in {t.kind for t in topologies} or set(args.balancer) or set(ADAPTERS):
+        ADAPTERS[kind].which()
+    files = _suite_files(args.suite)
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    report_dir = Path(args.report_dir or REPORTS / stamp)
+    if (report_dir / "report.json").exists():
+        raise InputError("a report is already there; choose another --report-dir",
+                         file=str(report_dir / "report.json"))
+    report_dir.mkdir(parents=True, exist_ok=True)
+    pytest_args = [*files, "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"),
+                   "-p", "no:cacheprovider", "--report-dir", str(report_dir),
+                   "--junitxml", str(report_dir / "junit.xml"), "--runtime", args.runtime,
+                   "-q" if not args.verbose else "-v", "--tb=line" if not args.verbose else
+                   "--tb=short"]
+    for f in args.topology:
+        pytest_args += ["--topology", str(Path(f).resolve())]
+    for kind in args.balancer:
+        pytest_args += ["--balancer", kind]
+    if args.seed is not None:
+        pytest_args += ["--seed", str(args.seed)]
+    if args.k:
+        pytest_args += ["-k", args.k]
+    if args.exitfirst:
+        pytest_args.append("-x")
+    code = pytest.main(pytest_args)
+    report_file = report_dir / "report.json"
+    if not report_file.exists():
+        print(f"stickler: no report was written (pytest exit code {int(code)})",
+              file=sys.stderr)
+        return 2 if code == pytest.ExitCode.USAGE_ERROR else 1
+    report = json.loads(report_file.read_text())
+    print_table(report)
+    print(f"report: {report_file}\njunit:  {report_dir / 'junit.xml'}")
+    if code == pytest.ExitCode.INTERRUPTED:
+        return 130
+    if code == pytest.ExitCode.NO_TESTS_COLLECTED or not report["checks"]:
+        print("stickler: no check ran (do the filters match any topology?)", file=sys.stderr)
+        return 1
+    return 0 if report["summary"]["pass"] == report["summary"]["total"] and code == 0 else 1
+
+
+def cmd_topology(args: argparse.Namespace) -> int:
+    from harness.balancers import Endpoint, Layout, get_adapter
+    from harness.topology import load_topology
+
+    topologies = [load_topology(f) for f in args.files]  # all validated before any output
+    for topology in topologies:
+        if args.action == "validate":
+            print(f"{topology.source}: ok ({topology.kind} {topology.mode}, "
+                  f"{len(topology.replicas)} replicas, judged as {topology.expect})")
+        else:
+            layout = Layout(Endpoint("127.0.0.1", 8080),
+                            {r.id: Endpoint("127.0.0.1", 8081 + i)
+                             for i, r in enumerate(topology.replicas)}, Path("/tmp/stickler"))
+            print(get_adapter(topology.kind).render(topology, layout), end="")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start a topology and keep it running until Ctrl-C, for poking at by hand."""
+    from harness.runtime import RUNTIMES
+    from harness.topology import load_topology
+
+    topology = load_topology(args.topology)
+    with RUNTIMES[args.runtime](topology) as cluster:
+        print(f"{topology.name}: {topology.kind} ({topology.mode}) at {cluster.url}")
+        for rid in cluster.replica_ids:
+            print(f"  replica {rid}")
+        print(f"try: curl -si -c /tmp/jar -b /tmp/jar -X POST '{cluster.url}/cart?item=tea'")
+        print("Ctrl-C stops everything.", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("\nstopping")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stickler", description="Test load-balancer session affinity end to end.")
+    parser.add_argument("--version", action="version", version=f"stickler {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    conf = sub.add_parser("conformance", help="run conformance suites and write a report")
+    conf.add_argument("--topology", action="append", default=[], metavar="FILE",
+                      help="topology YAML (repeatable; default: fixtures/topologies/*.yaml)")
+    conf.add_argument("--balancer", action="append", default=[], metavar="KIND",
+                      help="only this balancer kind (repeatable)")
+    conf.add_argument("--suite", action="append", default=[], metavar="NAME",
+                      help="only this suite, e.g. stickiness (repeatable)")
+    conf.add_argument("--runtime", default="processes", choices=["processes"],
+                      help="how clusters are started (default: processes)")
+    conf.add_argument("--seed", type=int, default=None, help="rerun with this seed")
+    conf.add_argument("--report-dir", default=None, metavar="DIR",
+                      help="where to write the report (default: reports/<timestamp>/)")
+    conf.add_argument("-k", default=None, metavar="EXPR", help="pytest -k filter on check ids")
+    conf.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failure")
+    conf.add_argument("-v", "--verbose", action="store_true")
+    conf.set_defaults(func=cmd_conformance)
+
+    topo = sub.add_parser("topology", help="validate a topology or show its balancer config")
+    topo.add_argument("action", choices=["validate", "render"])
+    topo.add_argument("files", nargs="+", metavar="FILE")
+    topo.set_defaults(func=cmd_topology)
+
+    up = sub.add_parser("up", help="start a topology and keep it running until Ctrl-C")
+    up.add_argument("topology", metavar="FILE")
+    up.add_argument("--runtime", default="processes", choices=["processes"])
+    up.set_defaults(func=cmd_up)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SticklerError as exc:
+        print(f"stickler: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("stickler: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
