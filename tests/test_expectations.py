@@ -1,0 +1,102 @@
+"""Expectation files: every shipped behaviour is cited and well-formed; bad files name the
+line; verdicts are pass, fail or unknown as the metrics say."""
+
+
+import pytest
+
+from harness.analysis.verdicts import FAIL, PASS, UNKNOWN, judge
+from harness.balancers import ADAPTERS
+from harness.errors import InputError
+from harness.expectations import (
+    EXPECTATIONS_DIR,
+    expectations_for,
+    load_expectations,
+    parse_condition,
+)
+from harness.scenarios import SCENARIOS
+
+
+@pytest.mark.parametrize("kind", sorted(ADAPTERS))
+def test_every_behaviour_is_cited(kind):
+    behaviours = load_expectations(EXPECTATIONS_DIR / f"{kind}.yaml")
+    assert behaviours
+    for b in behaviours:
+        assert b.id.startswith(f"{kind}.")
+        assert len(b.citation["quote"].strip()) >= 20, b.id
+        assert b.citation["document"].strip(), b.id
+        if b.source in ("observed", "differs-from-docs", "folklore-refuted"):
+            assert b.evidence, f"{b.id} departs from the docs or folklore but gives no evidence"
+
+
+@pytest.mark.parametrize("kind", sorted(ADAPTERS))
+def test_every_mode_has_expectations(kind):
+    for mode, spec in ADAPTERS[kind].modes.items():
+        assert expectations_for(kind, mode, spec.options), f"{kind} {mode} has no checks"
+
+
+def test_when_filters_on_options():
+    ids = {e.id for e in expectations_for("haproxy", "cookie-insert", {"indirect": False})}
+    assert "haproxy.cookie-insert.direct-app-sees-cookie" in ids
+    assert "haproxy.cookie-insert.indirect-hidden-from-app" not in ids
+
+
+def test_condition_parsing():
+    c = parse_condition("min_stickiness >= 0.99")
+    assert (c.metric, c.op, c.value) == ("min_stickiness", ">=", 0.99)
+    assert c.holds({"min_stickiness": 1.0}) and not c.holds({"min_stickiness": 0.5})
+    with pytest.raises(ValueError, match="<metric> <op> <number>"):
+        parse_condition("stickiness is high")
+
+
+GOOD = """balancer: haproxy
+behaviours:
+  - id: x
+    title: t
+    modes: [roundrobin]
+    scenario: cookie-sessions
+    assert: [min_stickiness < 1]
+    source: documented
+    citation: {document: d, quote: q}
+"""
+
+
+@pytest.mark.parametrize("old, new, line, words", [
+    ("modes: [roundrobin]", "modes: [round-robin]", 5, ["unknown haproxy mode"]),
+    ("scenario: cookie-sessions", "scenario: shopping", 6, ["unknown scenario",
+                                                            "cookie-sessions"]),
+    ("[min_stickiness < 1]", "[stickiness < 1]", 7, ["has no metric 'stickiness'"]),
+    ("[min_stickiness < 1]", "[min_stickiness about 1]", 7, ["<metric> <op> <number>"]),
+    ("source: documented", "source: hearsay", 8, ["expected one of"]),
+    ("citation: {document: d, quote: q}", "citation: {document: d}", 9, ["quote"]),
+    ("    title: t\n", "    title: t\n    params: {sessoins: 3}\n", 5, ["unknown parameter"]),
+])
+def test_bad_expectation_files_name_the_line(tmp_path, old, new, line, words):
+    path = tmp_path / "haproxy.yaml"
+    assert old in GOOD
+    path.write_text(GOOD.replace(old, new))
+    with pytest.raises(InputError) as info:
+        load_expectations(path)
+    assert info.value.line == line, str(info.value)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_good_file_loads(tmp_path):
+    path = tmp_path / "haproxy.yaml"
+    path.write_text(GOOD)
+    (e,) = load_expectations(path)
+    assert e.id == "haproxy.x" and e.line == 3 and e.scenario in SCENARIOS
+
+
+def test_verdicts():
+    conds = (parse_condition("min_stickiness == 1"), parse_condition("state_losses == 0"))
+    good = {"judged_requests": 200, "requests": 200, "errors": 0, "min_stickiness": 1.0,
+            "state_losses": 0}
+    assert judge(conds, good, 100).verdict == PASS
+    bad = {**good, "min_stickiness": 0.5}
+    v = judge(conds, bad, 100)
+    assert v.verdict == FAIL and v.failed == ["min_stickiness == 1 (measured 0.5)"]
+    few = judge(conds, {**good, "judged_requests": 20}, 100)
+    assert few.verdict == UNKNOWN and "only 20" in few.reason
+    broken = judge(conds, {**good, "errors": 50}, 100)
+    assert broken.verdict == UNKNOWN and "transport" in broken.reason

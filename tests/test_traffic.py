@@ -1,0 +1,70 @@
+"""Pure parts of the traffic layer: addresses, cookie jar, seeded plans, history files."""
+
+import random
+
+import pytest
+
+from harness.errors import InputError
+from harness.history import FaultRecord, HistoryWriter, RequestRecord, read_history
+from harness.runtime.net import ensure_loopback
+from harness.traffic import plans
+from harness.traffic.cookies import CookieJar, parse_set_cookie
+from harness.traffic.identity import GROUPS, client_address, prefix24
+
+
+def test_client_addresses_stay_in_loopback_below_clusters():
+    assert client_address(0, 1) == "127.16.0.1"
+    assert client_address(257, 9) == "127.17.1.9"
+    assert prefix24(client_address(5, 1)) == prefix24(client_address(5, 200))
+    assert prefix24(client_address(5, 1)) != prefix24(client_address(6, 1))
+    with pytest.raises(ValueError):
+        client_address(0, 255)
+    last = client_address(GROUPS - 1, 1)
+    assert int(last.split(".")[1]) < 128
+
+
+def test_loopback_guard():
+    assert ensure_loopback("127.9.9.9") == "127.9.9.9"
+    with pytest.raises(ValueError, match="not a loopback"):
+        ensure_loopback("192.0.2.1")
+
+
+def test_set_cookie_parsing_and_jar():
+    assert parse_set_cookie("SRVID=r1; path=/; HttpOnly") == ("SRVID", "r1",
+                                                              {"path": "/", "httponly": ""})
+    jar = CookieJar()
+    jar.update(["a=1; Path=/", 'b="2"'])
+    assert jar.header() == "a=1; b=2"
+    jar.update(["a=; Max-Age=0"])
+    assert jar.cookies == {"b": "2"}
+
+
+def test_plans_are_seeded():
+    a = plans.sessions(random.Random(3), 5, 6)
+    b = plans.sessions(random.Random(3), 5, 6)
+    c = plans.sessions(random.Random(4), 5, 6)
+    assert a == b and a != c
+    assert all(len(p.steps) == 6 and p.steps[0].method == "POST" for p in a)
+    assert len({prefix24(p.client_ip) for p in a}) == 5
+    same = plans.sessions(random.Random(3), 5, 2, same_prefix_group=9)
+    assert len({prefix24(p.client_ip) for p in same}) == 1
+    assert plans.sessions(random.Random(1), 1, 1, first="GET")[0].steps[0].method == "GET"
+    with pytest.raises(ValueError):
+        plans.sessions(random.Random(1), 1, 1, connection="pipelined")
+
+
+def test_history_roundtrip_and_bad_lines(tmp_path):
+    path = tmp_path / "h.jsonl"
+    rec = RequestRecord(t=0.1, duration=0.01, scenario="s", user="u", session="s1", seq=0,
+                        client_ip="127.16.0.1", transport="source", connection="new",
+                        method="GET", path="/cart", status=200, replica="r1")
+    with HistoryWriter(path) as h:
+        h.write(rec)
+        h.write(FaultRecord(t=0.2, op="kill", target="r1"))
+    back = list(read_history(path))
+    assert back[0] == rec and back[1].op == "kill"
+    with path.open("a") as f:
+        f.write('{"type": "request", "t": 1\n')
+    with pytest.raises(InputError) as info:
+        list(read_history(path))
+    assert info.value.line == 3
