@@ -70,12 +70,7 @@ class Expectation:
 
 def _expectation(doc: Doc, i: int, item: Any, kind: str) -> Expectation:
     path = f"behaviours[{i}]"
-    if not isinstance(item, dict):
-        raise doc.error(path, "expected a mapping")
-    for key in item:
-        if key not in BEHAVIOUR_KEYS:
-            raise doc.error(f"{path}.{key}", f"unknown key {key!r}; allowed keys: "
-                            f"{', '.join(BEHAVIOUR_KEYS)}")
+    doc.mapping(item, path, BEHAVIOUR_KEYS)
     for key in ("id", "title", "modes", "scenario", "assert", "source", "citation"):
         if key not in item:
             raise doc.error(path, f"missing key {key!r}")
@@ -90,13 +85,8 @@ def _expectation(doc: Doc, i: int, item: Any, kind: str) -> Expectation:
     if scenario is None:
         raise doc.error(f"{path}.scenario", f"unknown scenario {item['scenario']!r}; expected "
                         f"one of: {', '.join(sorted(SCENARIOS))}")
-    params = item.get("params") or {}
-    if not isinstance(params, dict):
-        raise doc.error(f"{path}.params", "expected a mapping")
-    for key in params:
-        if key not in scenario.params:
-            raise doc.error(f"{path}.params.{key}", f"unknown parameter {key!r} of scenario "
-                            f"{scenario.name}; allowed: {', '.join(sorted(scenario.params))}")
+    params = doc.mapping(item.get("params") or {}, f"{path}.params", scenario.params,
+                         f"parameter of scenario {scenario.name}")
     raw_conditions = item["assert"]
     if not isinstance(raw_conditions, list) or not raw_conditions:
         raise doc.error(f"{path}.assert", "expected a non-empty list of conditions")
@@ -112,16 +102,11 @@ def _expectation(doc: Doc, i: int, item: Any, kind: str) -> Expectation:
         conditions.append(cond)
     if item["source"] not in SOURCES:
         raise doc.error(f"{path}.source", f"expected one of: {', '.join(SOURCES)}")
-    citation = item["citation"]
-    if not isinstance(citation, dict) or not all(
-            isinstance(citation.get(k), str) and citation.get(k).strip()
-            for k in ("document", "quote")):
+    citation = doc.mapping(item["citation"], f"{path}.citation", CITATION_KEYS)
+    if not all(isinstance(citation.get(k), str) and citation[k].strip()
+               for k in ("document", "quote")):
         raise doc.error(f"{path}.citation", "expected a mapping with a document and a quote "
                         "(and a url where there is one)")
-    for key in citation:
-        if key not in CITATION_KEYS:
-            raise doc.error(f"{path}.citation.{key}", f"unknown key {key!r}; allowed keys: "
-                            f"{', '.join(CITATION_KEYS)}")
     when = item.get("when") or {}
     if not isinstance(when, dict):
         raise doc.error(f"{path}.when", "expected a mapping of topology options to values")

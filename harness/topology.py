@@ -85,16 +85,6 @@ def _choices(values: Any) -> str:
     return ", ".join(sorted(values)) or "(none)"
 
 
-def _check_keys(doc: Doc, value: Any, path: str, allowed: tuple[str, ...] | list[str]) -> dict:
-    if not isinstance(value, dict):
-        raise doc.error(path, f"expected a mapping with keys: {_choices(allowed)}")
-    for key in value:
-        if key not in allowed:
-            sub = f"{path}.{key}" if path else str(key)
-            raise doc.error(sub, f"unknown key {key!r}; allowed keys: {_choices(allowed)}")
-    return value
-
-
 def _typed(doc: Doc, path: str, value: Any, default: Any) -> Any:
     """Check `value` has the type of `default` (bool, int or str)."""
     kind = type(default)
@@ -110,7 +100,8 @@ def _typed(doc: Doc, path: str, value: Any, default: Any) -> Any:
 
 
 def _options(doc: Doc, given: Any, defaults: Mapping[str, Any], path: str) -> dict[str, Any]:
-    given = _check_keys(doc, given or {}, path, list(defaults))
+    what = "option" if path.endswith("options") else "key"
+    given = doc.mapping(given or {}, path, defaults, what)
     return {k: (_typed(doc, f"{path}.{k}", given[k], d) if k in given else d)
             for k, d in defaults.items()}
 
@@ -128,7 +119,7 @@ def _replicas(doc: Doc, value: Any) -> tuple[Replica, ...]:
         path = f"replicas[{i}]"
         if isinstance(item, str):
             item = {"id": item}
-        _check_keys(doc, item, path, ("id", "region"))
+        doc.mapping(item, path, ("id", "region"))
         rid = item.get("id")
         if not isinstance(rid, str) or not REPLICA_ID.match(rid):
             raise doc.error(f"{path}.id", f"expected an id of lower-case letters, digits and "
@@ -145,11 +136,11 @@ def _replicas(doc: Doc, value: Any) -> tuple[Replica, ...]:
 
 
 def from_doc(doc: Doc) -> Topology:
-    data = _check_keys(doc, doc.data, "", TOP_KEYS)
+    data = doc.mapping(doc.data, "", TOP_KEYS)
     for required in ("balancer", "replicas"):
         if required not in data:
             raise doc.error("", f"missing key {required!r}")
-    bal = _check_keys(doc, data["balancer"], "balancer", BALANCER_KEYS)
+    bal = doc.mapping(data["balancer"], "balancer", BALANCER_KEYS)
     kind = bal.get("kind")
     if kind not in ADAPTERS:
         raise doc.error("balancer.kind", f"unknown balancer kind {kind!r}; expected one of: "
@@ -164,7 +155,7 @@ def from_doc(doc: Doc) -> Topology:
     health = _options(doc, bal.get("health_check"), adapter.health_check_keys,
                       "balancer.health_check")
 
-    app_raw = _check_keys(doc, data.get("app") or {}, "app", APP_KEYS)
+    app_raw = doc.mapping(data.get("app") or {}, "app", APP_KEYS)
     session_cookie = app_raw.get("session_cookie", "sid")
     affinity_cookie = app_raw.get("affinity_cookie")
     # Prefix and rewrite modes work on a cookie the app sets; make the app set that one.

@@ -6,6 +6,7 @@ Validation code asks `doc.line("balancer.mode")` when it rejects a value.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,18 @@ class Doc:
 
     def error(self, path: str, message: str) -> InputError:
         return InputError(message, file=self.file, line=self.line(path), key=path or None)
+
+    def mapping(self, value: Any, path: str, allowed: Iterable[str], what: str = "key") -> dict:
+        """`value` as a mapping whose keys are all in `allowed`, or an error naming the line."""
+        allowed = list(allowed)
+        names = ", ".join(sorted(allowed)) or "(none)"
+        if not isinstance(value, dict):
+            raise self.error(path, f"expected a mapping with {what}s: {names}")
+        for key in value:
+            if key not in allowed:
+                raise self.error(f"{path}.{key}" if path else str(key),
+                                 f"unknown {what} {key!r}; allowed: {names}")
+        return value
 
 
 def _walk(node: yaml.Node, path: str, lines: dict[str, int]) -> Any:
