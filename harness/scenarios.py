@@ -14,6 +14,7 @@ from typing import Any
 
 from harness.analysis import metrics as m
 from harness.history import RequestRecord
+from harness.runtime.cluster import Cluster
 from harness.topology import Topology
 from harness.traffic import plans
 from harness.traffic.scripted import Driver
@@ -26,6 +27,27 @@ COOKIE_METRICS = ("cookie_reissued", "cookie_set_responses", "cookie_reached_app
                   "requests_with_cookie", "cookie_set_private_share", "cookie_set_no_cache",
                   "cookie_names_replica_share", "app_saw_server_prefix")
 FIRST_METRICS = ("first_request_moved", "first_request_moved_share")
+REMAP_METRICS = ("remap_keys", "remapped_share", "moved_to_new", "moved_between_old",
+                 "new_replica_share")
+DriveFn = Callable[[Cluster, list[plans.SessionPlan], Callable[[str], Driver]],
+                   list[RequestRecord]]
+
+
+def _drive_once(cluster: Cluster, session_plans: list[plans.SessionPlan],
+                driver: Callable[[str], Driver]) -> list[RequestRecord]:
+    return driver("").run(session_plans)
+
+
+def _drive_scale_up(cluster: Cluster, session_plans: list[plans.SessionPlan],
+                    driver: Callable[[str], Driver]) -> list[RequestRecord]:
+    """The same clients before and after a replica is added; the cluster is put back after."""
+    before = driver(":before").run(session_plans)
+    added = cluster.add_replica()
+    try:
+        after = driver(":after").run(session_plans)
+    finally:
+        cluster.remove_replica(added)
+    return before + after
 
 
 @dataclass
@@ -46,13 +68,19 @@ class Scenario:
     key: str = "session"
     extra: Callable[[list[RequestRecord], dict[str, Any], Topology], dict[str, float]] | None \
         = None
+    drive: DriveFn = _drive_once
 
-    def run(self, url: str, topology: Topology, rng: random.Random, params: dict[str, Any],
-            sink: Callable[[RequestRecord], None] | None = None, check: str = "") -> Outcome:
+    def run(self, cluster: Cluster, topology: Topology, rng: random.Random,
+            params: dict[str, Any], sink: Callable[[RequestRecord], None] | None = None,
+            check: str = "") -> Outcome:
         p = {**self.params, **params}
         session_plans = self.build(rng, p, topology)
-        records = Driver(url, scenario=self.name, check=check, sink=sink,
-                         concurrency=p.get("concurrency", 8)).run(session_plans)
+
+        def driver(phase: str) -> Driver:
+            return Driver(cluster.url, scenario=self.name + phase, check=check, sink=sink,
+                          concurrency=p.get("concurrency", 8))
+
+        records = self.drive(cluster, session_plans, driver)
         values = m.summarize(records, self.key, skip_first=p.get("skip_first", 0))
         if self.extra:
             values.update(self.extra(records, p, topology))
@@ -76,6 +104,13 @@ def _forged_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[st
                    if any(v.split("~")[0] in t.replica_ids for v in m.set_cookies_named(r, name)))
     return {**m.cookie_metrics(records, name, t.replica_ids),
             "forged_repinned_share": repinned / len(firsts) if firsts else 0.0}
+
+
+def _remap_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[str, float]:
+    before = [r for r in records if r.scenario.endswith(":before")]
+    after = [r for r in records if r.scenario.endswith(":after")]
+    new = {r.replica for r in after} - {r.replica for r in before}
+    return m.remap_metrics(before, after, "client_ip", new.pop() if len(new) == 1 else "")
 
 
 def _sessions(**fixed: Any):
@@ -119,6 +154,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "clients each from its own /24, judged per client address",
              {**_BASE, "sessions": 30, "requests": 8}, SUMMARY_METRICS, _sessions(),
              key="client_ip"),
+    Scenario("scale-up-remap",
+             "60 clients (own /24 each, header too if the mode hashes one) before and after "
+             "a fourth replica is added; the replica is removed again afterwards",
+             {**_BASE, "sessions": 60, "requests": 2, "send_header": True},
+             SUMMARY_METRICS + REMAP_METRICS, _sessions(), key="client_ip",
+             extra=_remap_extra, drive=_drive_scale_up),
     Scenario("same-prefix-clients",
              "cookie-less clients in a few /24s, varying only the last octet; judged per /24",
              {"groups": 6, "hosts": 10, "requests": 4, "concurrency": 8},

@@ -106,7 +106,7 @@ def run_check(case: tuple[Topology, Expectation], pool: ClusterPool, log: CheckL
     rng = random.Random(f"{log.seed}/{topology.name}/{exp.id}")
     history_dir.mkdir(parents=True, exist_ok=True)
     with HistoryWriter(history_dir / f"{topology.name}.jsonl") as history:
-        outcome = scenario.run(cluster.url, topology.as_claimed(), rng, exp.params,
+        outcome = scenario.run(cluster, topology.as_claimed(), rng, exp.params,
                                sink=history.write,
                                check=exp.id)
     verdict = judge(exp.conditions, outcome.metrics, exp.min_samples)

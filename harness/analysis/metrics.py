@@ -164,3 +164,28 @@ def first_request_moved(records: Iterable[RequestRecord]) -> dict[str, float]:
                 if len(rs) > 1 and rs[0].replica != rs[1].replica)
     return {"first_request_moved": moved,
             "first_request_moved_share": moved / len(groups) if groups else 0.0}
+
+
+# ---- remapping when the replica set changes ---------------------------------------------
+
+def remap_metrics(before: Iterable[RequestRecord], after: Iterable[RequestRecord], key: str,
+                  new_replica: str) -> dict[str, float]:
+    """Which keys (clients, sessions) a change of the replica set moved, and where to.
+
+    Consistent hashing should move only keys that now belong to the new replica
+    (`moved_between_old` == 0) and about 1/n of them; a map-based hash moves most keys.
+    """
+    first_before = {k: rs[0].replica for k, rs in group(served(before), key).items()}
+    first_after = {k: rs[0].replica for k, rs in group(served(after), key).items()}
+    common = [k for k in first_before if k in first_after]
+    moved = [k for k in common if first_after[k] != first_before[k]]
+    to_new = sum(1 for k in moved if first_after[k] == new_replica)
+    n = len(common)
+    return {
+        "remap_keys": n,
+        "remapped_share": len(moved) / n if n else 0.0,
+        "moved_to_new": to_new,
+        "moved_between_old": len(moved) - to_new,
+        "new_replica_share": sum(1 for k in common if first_after[k] == new_replica) / n
+        if n else 0.0,
+    }

@@ -43,13 +43,18 @@ class Endpoint:
         return f"{self.host}:{self.port}"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Layout:
-    """Addresses of the balancer and of each replica, plus the run's private directory."""
+    """Addresses of the balancer and of each replica, plus the run's private directory.
+
+    `generation` counts config renders; balancers send it back as `X-Stickler-Config`, so a
+    reload can wait until the new config really answers.
+    """
 
     balancer: Endpoint
     replicas: dict[str, Endpoint]
     workdir: Path
+    generation: int = 1
 
 
 class Adapter:

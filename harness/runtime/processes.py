@@ -28,6 +28,7 @@ from harness.runtime import net, reaper, wait
 from harness.topology import Replica, Topology
 
 START_TIMEOUT = 15.0
+OLD_WORKER_GRACE = 5.0
 
 
 @dataclass
@@ -170,16 +171,27 @@ class ProcessCluster:
         self._event("remove", replica)
 
     def reload(self) -> None:
-        """Re-render the balancer config and reload it gracefully; wait for new workers."""
+        """Re-render the config and reload the balancer gracefully.
+
+        Returns once new connections are served by the new config: new workers answer with
+        the new generation, and the old workers have finished (they may linger up to
+        OLD_WORKER_GRACE s while they drain open connections; that is the balancers' own
+        graceful behaviour, and new connections no longer reach them).
+        """
         assert self.balancer and self.layout
+        self.layout.generation += 1
         config = self._write_config()
         master = self.balancer.proc.pid
-        before = wait.child_pids(master)
+        old = wait.child_pids(master)
         os.kill(master, self.adapter.reload_signal)
-        wait.until(lambda: bool(wait.child_pids(master) - before), START_TIMEOUT,
+        running = lambda: self._check_running(self.balancer)  # noqa: E731
+        wait.until(lambda: bool(wait.child_pids(master) - old), START_TIMEOUT,
                    f"{self.adapter.kind} to start new workers after reload of {config}",
-                   check=lambda: self._check_running(self.balancer))
-        self._wait_balancer_ready()
+                   check=running)
+        with contextlib.suppress(TimeoutError):
+            wait.until(lambda: not wait.child_pids(master) & old, OLD_WORKER_GRACE,
+                       "old workers to finish", check=running)
+        self._wait_balancer_ready(generation=self.layout.generation)
 
     # ---- internals -------------------------------------------------------------------
 
@@ -269,12 +281,18 @@ class ProcessCluster:
                                     self.layout.balancer)
         self._wait_balancer_ready()
 
-    def _wait_balancer_ready(self) -> None:
+    def _wait_balancer_ready(self, generation: int = 1) -> None:
+        """Wait until a new connection gets an answer from config `generation`."""
         assert self.layout and self.balancer
         ep = self.layout.balancer
+
+        def answers() -> bool:
+            resp = wait.http_get(ep.host, ep.port, "/healthz")
+            return resp is not None and resp.getheader("X-Stickler-Config") == str(generation)
+
         try:
-            wait.until(lambda: wait.http_status(ep.host, ep.port, "/healthz") is not None,
-                       START_TIMEOUT, f"{self.adapter.kind} on {ep.address}",
+            wait.until(answers, START_TIMEOUT,
+                       f"{self.adapter.kind} on {ep.address} to serve config {generation}",
                        check=lambda: self._check_running(self.balancer))
         except TimeoutError as exc:
             raise ClusterError(str(exc)) from None

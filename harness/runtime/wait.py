@@ -23,16 +23,25 @@ def until(predicate: Callable[[], bool], timeout: float, what: str,
         time.sleep(interval)
 
 
-def http_status(host: str, port: int, path: str = "/", timeout: float = 1.0) -> int | None:
-    """Status of a GET, or None when nothing answers."""
+def http_get(host: str, port: int, path: str = "/",
+             timeout: float = 1.0) -> http.client.HTTPResponse | None:
+    """A GET on a new connection (body read), or None when nothing answers."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", path, headers={"Connection": "close"})
-        return conn.getresponse().status
+        resp = conn.getresponse()
+        resp.read()
+        return resp
     except (OSError, http.client.HTTPException):
         return None
     finally:
         conn.close()
+
+
+def http_status(host: str, port: int, path: str = "/", timeout: float = 1.0) -> int | None:
+    """Status of a GET, or None when nothing answers."""
+    resp = http_get(host, port, path, timeout)
+    return resp.status if resp else None
 
 
 def child_pids(pid: int) -> set[int]:
