@@ -102,8 +102,11 @@ def test_first_request_moved():
 
 
 def test_remap_metrics():
-    before = [req(f"c{i}", 0, r, ip=f"127.16.{i}.1") for i, r in enumerate("r1 r2 r3 r1".split())]
-    after = [req(f"c{i}", 0, r, ip=f"127.16.{i}.1") for i, r in enumerate("r1 r4 r1 r1".split())]
+    def clients(replicas):
+        return [req(f"c{i}", 0, r, ip=f"127.16.{i}.1") for i, r in enumerate(replicas)]
+
+    before = clients(["r1", "r2", "r3", "r1"])
+    after = clients(["r1", "r4", "r1", "r1"])
     out = m.remap_metrics(before, after, "client_ip", "r4")
     assert out == {"remap_keys": 4, "remapped_share": 0.5, "moved_to_new": 1,
                    "moved_between_old": 1, "new_replica_share": 0.25}
