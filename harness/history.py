@@ -43,6 +43,8 @@ class RequestRecord:
     cart_expected: int | None = None  # items the client believes are in its cart
     cart_seen: int | None = None  # items the app returned
     app_cookies_seen: dict[str, str] = field(default_factory=dict)
+    # The client address the balancer reported to the app (last X-Forwarded-For hop).
+    app_saw_client: str | None = None
     error: str | None = None
     check: str = ""  # the conformance check that sent it, if any
     type: str = "request"

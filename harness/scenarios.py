@@ -22,7 +22,7 @@ from harness.traffic.scripted import Driver
 SUMMARY_METRICS = ("requests", "served", "errors", "non_2xx", "groups", "judged_requests",
                    "min_stickiness", "mean_stickiness", "groups_switched", "switches",
                    "state_losses", "groups_with_state_loss", "replicas_used",
-                   "max_replicas_per_group", "max_load_share")
+                   "max_replicas_per_group", "max_load_share", "client_ip_mismatches")
 COOKIE_METRICS = ("cookie_reissued", "cookie_set_responses", "cookie_reached_app",
                   "requests_with_cookie", "cookie_set_private_share", "cookie_set_no_cache",
                   "cookie_names_replica_share", "app_saw_server_prefix")

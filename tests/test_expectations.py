@@ -100,3 +100,5 @@ def test_verdicts():
     assert few.verdict == UNKNOWN and "only 20" in few.reason
     broken = judge(conds, {**good, "errors": 50}, 100)
     assert broken.verdict == UNKNOWN and "transport" in broken.reason
+    spoofed = judge(conds, {**good, "client_ip_mismatches": 3}, 100)
+    assert spoofed.verdict == UNKNOWN and "another address" in spoofed.reason

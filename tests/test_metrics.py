@@ -45,6 +45,7 @@ def test_summarize_sticky_and_switching_sessions():
     assert s["replicas_used"] == 3
     assert s["max_replicas_per_group"] == 2
     assert s["max_load_share"] == pytest.approx(4 / 7)
+    assert s["client_ip_mismatches"] == 0
 
 
 def test_summarize_skip_first_judges_from_the_second_request():

@@ -84,6 +84,9 @@ def summarize(records: Iterable[RequestRecord], key: str = "session",
         "replicas_used": len(load),
         "max_replicas_per_group": max((len(set(s)) for s in seqs.values()), default=0),
         "max_load_share": max(load.values()) / len(ok) if ok else 0.0,
+        # The balancer reported another client address than the one the harness sent from.
+        "client_ip_mismatches": sum(1 for r in ok
+                                    if r.app_saw_client and r.app_saw_client != r.client_ip),
     }
 
 

@@ -28,6 +28,10 @@ def judge(conditions: tuple[Condition, ...] | list[Condition], metrics: dict[str
         return Verdict(UNKNOWN, samples, reason=f"{metrics['errors']:g} of "
                        f"{metrics['requests']:g} requests failed at the transport; the run "
                        f"cannot judge affinity")
+    if metrics.get("client_ip_mismatches", 0) > 0:
+        return Verdict(UNKNOWN, samples, reason=f"the balancer reported "
+                       f"{metrics['client_ip_mismatches']:g} requests as coming from another "
+                       f"address than the harness sent them from; address checks are void")
     failed = [f"{c} (measured {metrics[c.metric]:g})" for c in conditions
               if not c.holds(metrics)]
     if failed:

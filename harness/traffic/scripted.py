@@ -130,6 +130,9 @@ class Driver:
             record.cart_seen = len(cart) if isinstance(cart, list) else None
             seen = data.get("cookies_seen")
             record.app_cookies_seen = seen if isinstance(seen, dict) else {}
+            xff = data.get("x_forwarded_for")
+            if isinstance(xff, str) and xff:
+                record.app_saw_client = xff.split(",")[-1].strip()
         if resp.getheader("Connection", "").lower() == "close" and plan.connection != "new":
             conn.close()
             conn = self._connect(plan.client_ip)
