@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from harness.runtime import ProcessCluster
+from harness.runtime import ProcessCluster, reaper
 from harness.topology import parse_topology
 
 pytestmark = pytest.mark.integration
@@ -359,10 +359,7 @@ def test_signal_stops_cluster_and_cleans_up(cluster_script, signum):
 
 @pytest.mark.parametrize("kind", [
     "haproxy",
-    pytest.param("nginx", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-        "PR_SET_PDEATHSIG only reaches the harness's direct children: the NGINX master dies "
-        "with the harness, but its 'nginx: worker process' is orphaned to init and keeps "
-        "listening on the cluster address"))),
+    "nginx",
 ])
 def test_sigkilled_harness_takes_its_children_with_it(cluster_script, kind):
     script = cluster_script(kind)
@@ -372,3 +369,16 @@ def test_sigkilled_harness_takes_its_children_with_it(cluster_script, kind):
     assert wait_gone(script.host) == [], "replicas outlived a SIGKILLed harness"
     assert wait_gone(str(script.workdir)) == [], \
         f"{kind} processes outlived a SIGKILLed harness"
+
+
+def test_stale_dirs_of_dead_runs_are_swept(tmp_path):
+    """A SIGKILLed run cannot remove its temp dir; the next run does, but never a live one."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / "stickler-dead-run"
+    live = tmp_path / "stickler-live-run"
+    for path, pid in ((stale, dead.pid), (live, os.getpid())):
+        path.mkdir()
+        (path / reaper.OWNER_FILE).write_text(str(pid))
+    assert reaper.sweep_stale_dirs(tmp_path) == [stale]
+    assert not stale.exists() and live.exists()

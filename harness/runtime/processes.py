@@ -34,10 +34,11 @@ OLD_WORKER_GRACE = 5.0
 @dataclass
 class Child:
     name: str
-    proc: subprocess.Popen
+    proc: subprocess.Popen  # the process we started (for a balancer: its guard shell)
     log: Path
     endpoint: Endpoint
     paused: bool = False
+    main_pid: int = 0  # the process to signal: the balancer's master, or proc.pid
 
 
 class ProcessCluster:
@@ -77,7 +78,7 @@ class ProcessCluster:
     def start(self) -> None:
         self.adapter.which()  # fail early, naming the package, if the binary is missing
         self.workdir = Path(tempfile.mkdtemp(prefix=f"stickler-{self.topology.name}-"))
-        reaper.track_dir(self.workdir)
+        reaper.claim_dir(self.workdir)
         (self.workdir / "nginx-tmp").mkdir()
         self.host = net.cluster_address()
         balancer = Endpoint(self.host, net.free_port(self.host))
@@ -181,7 +182,7 @@ class ProcessCluster:
         assert self.balancer and self.layout
         self.layout.generation += 1
         config = self._write_config()
-        master = self.balancer.proc.pid
+        master = self.balancer.main_pid
         old = wait.child_pids(master)
         os.kill(master, self.adapter.reload_signal)
         running = lambda: self._check_running(self.balancer)  # noqa: E731
@@ -211,21 +212,32 @@ class ProcessCluster:
             self.on_event(FaultRecord(t=self.clock() - self.t0, op=op, target=target,
                                       detail=detail))
 
-    def _spawn(self, name: str, cmd: list[str], endpoint: Endpoint) -> Child:
+    def _spawn(self, name: str, cmd: list[str], endpoint: Endpoint,
+               guard: bool = False) -> Child:
+        """Start `cmd` in its own process group, tracked by the reaper. With `guard`, it runs
+        under reaper.GUARD, so its forked workers die with the harness too."""
         log = self.workdir / f"{name}.log"
         with log.open("ab") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, cwd=self.workdir,
-                                    start_new_session=True, preexec_fn=reaper.child_setup)
+            proc = subprocess.Popen(reaper.guarded(cmd) if guard else cmd, stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=self.workdir, start_new_session=True,
+                                    preexec_fn=reaper.guard_setup if guard
+                                    else reaper.child_setup)
         reaper.track_group(proc.pid)
-        return Child(name, proc, log, endpoint)
+        child = Child(name, proc, log, endpoint, main_pid=proc.pid)
+        if guard:
+            wait.until(lambda: bool(wait.child_pids(proc.pid)) or proc.poll() is not None,
+                       START_TIMEOUT, f"{name} to start under its guard")
+            child.main_pid = min(wait.child_pids(proc.pid), default=proc.pid)
+        return child
 
     def _kill(self, child: Child, grace: float = 0.0) -> None:
         """Stop a child and everything in its process group; SIGKILL after `grace` s."""
         if grace and child.proc.poll() is None:
             try:
                 os.killpg(child.proc.pid, signal.SIGCONT)
-                child.proc.terminate()
+                # The master stops its workers and reaps them; its guard then exits.
+                os.kill(child.main_pid, signal.SIGTERM)
                 child.proc.wait(timeout=grace)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
@@ -278,7 +290,7 @@ class ProcessCluster:
         assert self.layout
         config = self._write_config()
         self.balancer = self._spawn("balancer", self.adapter.command(config, self.layout),
-                                    self.layout.balancer)
+                                    self.layout.balancer, guard=True)
         self._wait_balancer_ready()
 
     def _wait_balancer_ready(self, generation: int = 1) -> None:

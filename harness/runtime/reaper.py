@@ -14,6 +14,7 @@ import ctypes
 import os
 import shutil
 import signal
+import tempfile
 import threading
 from pathlib import Path
 
@@ -28,25 +29,83 @@ def _raise_exit(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+OWNER_FILE = "stickler-owner.pid"
+
+
+def claim_dir(path: Path) -> None:
+    """Mark a run's temp dir as ours, so a later run can tell it from a live run's."""
+    (path / OWNER_FILE).write_text(str(os.getpid()))
+    track_dir(path)
+
+
+def sweep_stale_dirs(parent: Path | None = None) -> list[Path]:
+    """Remove temp dirs left by runs that were SIGKILLed (their owner process is gone)."""
+    removed = []
+    for owner in Path(parent or tempfile.gettempdir()).glob(f"stickler-*/{OWNER_FILE}"):
+        try:
+            pid = int(owner.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(owner.parent, ignore_errors=True)
+            removed.append(owner.parent)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def install() -> None:
-    """Register the exit hook and the SIGTERM handler (once, from the main thread)."""
+    """Register the exit hook and the SIGTERM handler (once, from the main thread), and
+    sweep temp dirs that SIGKILLed runs could not remove."""
     global _installed
     if _installed:
         return
     _installed = True
+    sweep_stale_dirs()
     atexit.register(reap_all)
     if threading.current_thread() is threading.main_thread() and \
             signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _raise_exit)
 
 
-def child_setup() -> None:
-    """preexec_fn for children: die with the parent (Linux), even if it is SIGKILLed."""
+def _die_with_parent(signum: int) -> None:
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(PR_SET_PDEATHSIG, signum)
     except OSError:
         pass
+
+
+def child_setup() -> None:
+    """preexec_fn for single-process children: SIGKILL when the harness dies (Linux).
+
+    The kernel sends it when the *thread* that spawned the child ends, so clusters are
+    started and changed from one long-lived thread (the main thread in pytest and the CLI).
+    """
+    _die_with_parent(signal.SIGKILL)
+
+
+def guard_setup() -> None:
+    """preexec_fn for the guard shell around a balancer: SIGTERM when the harness dies."""
+    _die_with_parent(signal.SIGTERM)
+
+
+# A balancer's master forks workers, which PR_SET_PDEATHSIG does not reach. So balancers run
+# under this shell: on SIGTERM (the harness died, or stop() asked) it SIGKILLs its whole
+# process group, master and workers alike; otherwise it waits for the master and exits with it.
+GUARD = 'trap "kill -9 0" TERM; "$@" & wait $!'
+
+
+def guarded(cmd: list[str]) -> list[str]:
+    return ["/bin/sh", "-c", GUARD, "stickler-guard", *cmd]
 
 
 def track_group(pgid: int) -> None:
