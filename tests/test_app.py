@@ -36,6 +36,9 @@ def test_cart_over_http():
             assert body["state"] == "found" and body["cart"] == ["tea"]
             assert r.headers["Cache-Control"] == "max-age=60"
             assert body["cookies_seen"]["sid"]
+            r = await client.post("/checkout")
+            body = await r.json()
+            assert body["ordered"] == ["tea"] and body["cart"] == []
             r = await client.get("/cart", cookies={"sid": "never-issued"})
             assert (await r.json())["state"] == "lost"
             r = await client.get("/healthz")

@@ -62,6 +62,17 @@ def make_app(replica_id: str, session_cookie: str = "sid", affinity_cookie: str 
             resp.set_cookie(affinity_cookie, AFFINITY_PLACEHOLDER, path="/")
         return resp
 
+    async def checkout(request: web.Request) -> web.Response:
+        """Place the order: the cart empties. An order from a lost session is an empty one."""
+        found = store.lookup(request.cookies.get(session_cookie))
+        ordered = list(found.cart)
+        found.cart.clear()
+        resp = respond(request, {"session": found.session, "state": found.state, "cart": [],
+                                 "ordered": ordered})
+        if found.state == "new":
+            resp.set_cookie(session_cookie, found.session, path="/", httponly=True)
+        return resp
+
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n", headers={"X-Replica": replica_id})
 
@@ -70,6 +81,7 @@ def make_app(replica_id: str, session_cookie: str = "sid", affinity_cookie: str 
 
     app.router.add_get("/healthz", healthz)
     app.router.add_route("*", "/cart", cart)
+    app.router.add_post("/checkout", checkout)
     app.router.add_get("/", info)
     return app
 

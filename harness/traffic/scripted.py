@@ -8,7 +8,6 @@ so connection limits and pooling can show; the plans themselves are seeded data.
 from __future__ import annotations
 
 import http.client
-import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,9 +16,8 @@ from urllib.parse import urlsplit
 from harness.history import RequestRecord
 from harness.runtime.net import ensure_loopback
 from harness.traffic.cookies import CookieJar
+from harness.traffic.observe import observe
 from harness.traffic.plans import SessionPlan
-
-KEPT_RESPONSE_HEADERS = ("cache-control", "pragma", "location", "x-replica")
 
 
 class Driver:
@@ -114,25 +112,9 @@ class Driver:
                 conn.close()
                 return record, self._connect(plan.client_ip)
         record.duration = self.clock() - start
-        record.status = resp.status
-        record.replica = resp.getheader("X-Replica")
-        record.set_cookies = resp.msg.get_all("Set-Cookie") or []
-        record.response_headers = {h: v for h in KEPT_RESPONSE_HEADERS
-                                   if (v := resp.getheader(h)) is not None}
+        observe(record, resp.status, resp.getheader, resp.msg.get_all("Set-Cookie") or [],
+                body)
         jar.update(record.set_cookies)
-        try:
-            data = json.loads(body) if body else {}
-        except ValueError:
-            data = {}
-        if isinstance(data, dict):
-            record.state = data.get("state")
-            cart = data.get("cart")
-            record.cart_seen = len(cart) if isinstance(cart, list) else None
-            seen = data.get("cookies_seen")
-            record.app_cookies_seen = seen if isinstance(seen, dict) else {}
-            xff = data.get("x_forwarded_for")
-            if isinstance(xff, str) and xff:
-                record.app_saw_client = xff.split(",")[-1].strip()
         if resp.getheader("Connection", "").lower() == "close" and plan.connection != "new":
             conn.close()
             conn = self._connect(plan.client_ip)
