@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     topo.add_argument("files", nargs="+", metavar="FILE")
     topo.set_defaults(func=cmd_topology)
 
+    from harness.load_cli import add_parser as add_load_parser
+
+    add_load_parser(sub)
+
     up = sub.add_parser("up", help="start a topology and keep it running until Ctrl-C")
     up.add_argument("topology", metavar="FILE")
     up.add_argument("--runtime", default="processes", choices=["processes"])

@@ -19,7 +19,8 @@ EXPECTATIONS_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "expectati
 OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
        ">": operator.gt, "<": operator.lt}
 CONDITION = re.compile(r"^\s*([a-z_0-9]+)\s*(>=|<=|==|!=|>|<)\s*(-?[0-9.]+)\s*$")
-SOURCES = ("documented", "source-code", "observed", "differs-from-docs", "folklore-refuted")
+SOURCES = ("documented", "source-code", "observed", "differs-from-docs", "folklore-refuted",
+           "folklore-confirmed")
 BEHAVIOUR_KEYS = ("id", "title", "modes", "when", "suite", "scenario", "params", "assert",
                   "min_samples", "source", "citation", "evidence")
 CITATION_KEYS = ("document", "url", "quote")
@@ -111,8 +112,12 @@ def _expectation(doc: Doc, i: int, item: Any, kind: str) -> Expectation:
     if not isinstance(when, dict):
         raise doc.error(f"{path}.when", "expected a mapping of topology options to values")
     for key in when:
-        if not any(key in ADAPTERS[kind].modes[mode].options for mode in modes):
-            raise doc.error(f"{path}.when.{key}", f"no mode in {modes} has an option {key!r}")
+        is_option = any(key in ADAPTERS[kind].modes[mode].options for mode in modes)
+        is_health = (key.startswith("health_check.")
+                     and key.removeprefix("health_check.") in ADAPTERS[kind].health_check_keys)
+        if not (is_option or is_health):
+            raise doc.error(f"{path}.when.{key}", f"no mode in {modes} has an option {key!r} "
+                            f"(health checks are health_check.<key>)")
     min_samples = item.get("min_samples", 100)
     if not isinstance(min_samples, int) or min_samples < 1:
         raise doc.error(f"{path}.min_samples", "expected a positive integer")

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from harness.analysis import metrics as m
 from harness.history import RequestRecord
+from harness.load_scenarios import LOAD_SCENARIOS
+from harness.outcome import SUMMARY_METRICS, Outcome
 from harness.runtime.cluster import Cluster
 from harness.topology import Topology
 from harness.traffic import plans
 from harness.traffic.scripted import Driver
 
-SUMMARY_METRICS = ("requests", "served", "errors", "non_2xx", "groups", "judged_requests",
-                   "min_stickiness", "mean_stickiness", "groups_switched", "switches",
-                   "state_losses", "groups_with_state_loss", "replicas_used",
-                   "max_replicas_per_group", "max_load_share", "client_ip_mismatches")
 COOKIE_METRICS = ("cookie_reissued", "cookie_set_responses", "cookie_reached_app",
                   "requests_with_cookie", "cookie_set_private_share", "cookie_set_no_cache",
                   "cookie_names_replica_share", "app_saw_server_prefix")
@@ -48,14 +46,6 @@ def _drive_scale_up(cluster: Cluster, session_plans: list[plans.SessionPlan],
     finally:
         cluster.remove_replica(added)
     return before + after
-
-
-@dataclass
-class Outcome:
-    records: list[RequestRecord]
-    metrics: dict[str, float]
-    key: str  # what a "group" is in the metrics: session, client_ip or prefix24
-    evidence: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -165,3 +155,5 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              {"groups": 6, "hosts": 10, "requests": 4, "concurrency": 8},
              SUMMARY_METRICS, _same_prefix, key="prefix24"),
 )}
+
+SCENARIOS.update({s.name: s for s in LOAD_SCENARIOS})

@@ -65,7 +65,8 @@ def generate_cases(metafunc: pytest.Metafunc, suite: str) -> None:
         return
     cases, ids = [], []
     for topology in selected_topologies(metafunc.config):
-        options = dict(topology.as_claimed().options)
+        options = {**topology.as_claimed().options,
+                   **{f"health_check.{k}": v for k, v in topology.health_check.items()}}
         for exp in expectations_for(topology.kind, topology.expect, options, suite):
             cases.append((topology, exp))
             ids.append(f"{topology.name}:{exp.id}")

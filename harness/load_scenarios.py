@@ -1,0 +1,118 @@
+"""Load scenarios: a Locust population (a profile) driven through a cluster for a while,
+optionally with one fault, judged by skew, stickiness and failover metrics.
+
+They plug into the same registry as the scripted scenarios (harness.scenarios.SCENARIOS),
+so expectations, verdicts and reports treat them alike.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.analysis import load as lm
+from harness.analysis import metrics as m
+from harness.history import FaultRecord, RequestRecord
+from harness.outcome import SUMMARY_METRICS, Outcome
+from harness.runtime.cluster import Cluster
+from harness.topology import Topology
+
+PROFILES = Path(__file__).resolve().parents[1] / "fixtures" / "profiles"
+SKEW_METRICS = ("load_cv", "load_max_over_mean", "session_cv", "busiest_replica_share",
+                "max_users_per_ip", "busiest_ip_share")
+FAULT_METRICS = ("affected_sessions", "affected_state_loss_share", "repinned_share",
+                 "repin_p50_s", "repin_max_s", "errors_after_fault")
+SCALE_METRICS = ("old_sessions_moved_to_new", "new_sessions_after_add",
+                 "new_sessions_on_new_share", "new_replica_request_share_after")
+FAULT_OPS = ("", "kill", "pause", "add")
+
+
+@dataclass(frozen=True)
+class LoadScenario:
+    name: str
+    summary: str
+    params: dict[str, Any]
+    metrics: tuple[str, ...]
+    key: str = "session"
+
+    def run(self, cluster: Cluster, topology: Topology, rng: random.Random,
+            params: dict[str, Any], sink: Callable[[RequestRecord], None] | None = None,
+            check: str = "") -> Any:
+        from harness.traffic.load import FaultStep, run_load
+        from harness.traffic.profile import load_profile
+
+        p = {**self.params, **params}
+        if p["fault"] not in FAULT_OPS:
+            raise ValueError(f"fault must be one of {FAULT_OPS}, got {p['fault']!r}")
+        profile = load_profile(PROFILES / f"{p['profile']}.yaml")
+        faults = []
+        if p["fault"]:
+            target = None if p["fault"] == "add" else p["target"]
+            faults.append(FaultStep(p["fault_at"], p["fault"], target))
+        original = list(cluster.replica_ids)
+        workdir = Path(tempfile.mkdtemp(prefix="stickler-load-"))
+        try:
+            result = run_load(cluster, profile, duration=p["duration"],
+                              seed=rng.randrange(2**31), workdir=workdir,
+                              processes=p["processes"], faults=faults)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+            _restore(cluster, original)
+        requests = [r for r in result.records if isinstance(r, RequestRecord)]
+        for r in requests:
+            r.check = check
+            if sink:
+                sink(r)
+        values = load_metrics(result.records, original)
+        values["users"] = result.users
+        values["locust_rps"] = result.stats.get("rps", 0.0) if result.stats else 0.0
+        return Outcome(requests, values, self.key,
+                       m.switch_examples(lm.cookie_keeping(requests)))
+
+
+def load_metrics(records: list, original_replicas: list[str]) -> dict[str, float]:
+    """Every load metric of a merged history (requests and fault records). Fault and
+    scale-up metrics are -1 when the run had no such event."""
+    requests = [r for r in records if isinstance(r, RequestRecord)]
+    values: dict[str, float] = m.summarize(lm.cookie_keeping(requests), "session")
+    values.update(lm.skew_metrics(requests, original_replicas))
+    values.update(dict.fromkeys(FAULT_METRICS, -1.0) | dict.fromkeys(SCALE_METRICS, -1.0))
+    for event in (r for r in records if isinstance(r, FaultRecord)):
+        if event.op in ("kill", "pause"):
+            values.update(lm.fault_metrics(requests, event))
+        elif event.op == "add":
+            values.update(lm.scale_up_metrics(requests, event))
+    return values
+
+
+def _restore(cluster: Cluster, original: list[str]) -> None:
+    """Put the cluster back as it was, so later checks of the topology see what they expect."""
+    for rid in list(cluster.replica_ids):
+        if rid not in original:
+            cluster.remove_replica(rid)
+    for rid in original:
+        if hasattr(cluster, "alive") and not cluster.alive(rid):
+            cluster.restart(rid)
+        elif getattr(cluster, "replicas", {}).get(rid) and cluster.replicas[rid].paused:
+            cluster.resume(rid)
+
+
+_BASE = {"profile": "smoke", "duration": 12, "processes": 1, "fault": "", "fault_at": 5.0,
+         "target": "r1"}
+LOAD_METRICS = (SUMMARY_METRICS + SKEW_METRICS + FAULT_METRICS + SCALE_METRICS
+            + ("users", "locust_rps"))
+
+
+def _load(name: str, summary: str, **params: Any) -> LoadScenario:
+    return LoadScenario(name, summary, {**_BASE, **params}, LOAD_METRICS)
+
+
+LOAD_SCENARIOS = (
+    _load("load", "a Locust population from fixtures/profiles/<profile>.yaml for `duration` "
+          "seconds, with an optional fault (kill, pause or add) at `fault_at` seconds"),
+)
