@@ -52,10 +52,11 @@ class RequestRecord:
 
 @dataclass
 class FaultRecord:
-    t: float
+    t: float  # when the fault was complete (for add/remove: the reload had taken effect)
     op: str  # kill, pause, resume, restart, add, remove
     target: str
     detail: str = ""
+    began: float | None = None  # when the operation started, if it took time
     type: str = "fault"
 
 

@@ -26,6 +26,7 @@ PROFILES = Path(__file__).resolve().parents[1] / "fixtures" / "profiles"
 SKEW_METRICS = ("load_cv", "load_max_over_mean", "session_cv", "busiest_replica_share",
                 "max_users_per_ip", "busiest_ip_share")
 FAULT_METRICS = ("affected_sessions", "affected_state_loss_share", "repinned_share",
+                 "repinned_state_loss_share",
                  "repin_p50_s", "repin_max_s", "errors_after_fault")
 SCALE_METRICS = ("old_sessions_moved_to_new", "new_sessions_after_add",
                  "new_sessions_on_new_share", "new_replica_request_share_after")

@@ -40,6 +40,7 @@ def test_fault_metrics_follow_sessions_pinned_to_the_target():
     assert out["affected_sessions"] == 2
     assert out["affected_state_loss_share"] == 0.5
     assert out["repinned_share"] == 0.5
+    assert out["repinned_state_loss_share"] == 1.0
     assert out["repin_p50_s"] == pytest.approx(1.001)
     assert out["errors_after_fault"] == 2
 

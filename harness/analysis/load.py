@@ -61,7 +61,7 @@ def fault_metrics(records: Iterable[RequestRecord], fault: FaultRecord) -> dict[
     runs from the fault to that first response.
     """
     records = list(records)
-    affected, lost, repin_times = 0, 0, []
+    affected, lost, repin_times, repinned_lost = 0, 0, [], 0
     errors_after = sum(1 for r in records if r.t >= fault.t and (r.error or r.status is None
                                                                   or r.status >= 500))
     for rs in group(records).values():
@@ -76,10 +76,13 @@ def fault_metrics(records: Iterable[RequestRecord], fault: FaultRecord) -> dict[
                       and r.status is not None and 200 <= r.status < 300), None)
         if moved:
             repin_times.append(moved.t + moved.duration - fault.t)
+            repinned_lost += any(state_lost(r) for r in after if r.t >= moved.t and r.replica)
     return {
         "affected_sessions": affected,
         "affected_state_loss_share": lost / affected if affected else 0.0,
         "repinned_share": len(repin_times) / affected if affected else 0.0,
+        # Of the sessions served elsewhere afterwards, the share that found their state gone.
+        "repinned_state_loss_share": repinned_lost / len(repin_times) if repin_times else 0.0,
         "repin_p50_s": median(repin_times) if repin_times else -1.0,
         "repin_max_s": max(repin_times) if repin_times else -1.0,
         "errors_after_fault": errors_after,
@@ -87,13 +90,18 @@ def fault_metrics(records: Iterable[RequestRecord], fault: FaultRecord) -> dict[
 
 
 def scale_up_metrics(records: Iterable[RequestRecord], added: FaultRecord) -> dict[str, float]:
-    """Where sessions go once `added.target` joins: existing sessions vs new ones."""
+    """Where sessions go once `added.target` joins: existing sessions vs new ones.
+
+    Old sessions got their first answer before the reload began; new ones started after it
+    was complete; sessions that started during the reload count as neither.
+    """
+    began = added.began if added.began is not None else added.t
     old_moved, new_sessions, new_on_new = 0, 0, 0
     after = [r for r in served(records) if r.t >= added.t]
     for rs in group(served(records)).values():
-        if rs[0].t < added.t:
-            old_moved += any(r.replica == added.target for r in rs if r.t >= added.t)
-        else:
+        if rs[0].t + rs[0].duration < began:
+            old_moved += any(r.replica == added.target for r in rs if r.t >= began)
+        elif rs[0].t >= added.t:
             new_sessions += 1
             new_on_new += rs[0].replica == added.target
     return {

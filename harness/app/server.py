@@ -36,7 +36,9 @@ def make_app(replica_id: str, session_cookie: str = "sid", affinity_cookie: str 
             "path": request.path_qs,
             "cookies_seen": dict(request.cookies),
             "peer": request.remote,
-            "x_forwarded_for": request.headers.get("X-Forwarded-For"),
+            # Every X-Forwarded-For line, joined: the last hop is what the balancer itself saw
+            # (HAProxy's forwardfor adds its own header line, NGINX appends to the value).
+            "x_forwarded_for": ", ".join(request.headers.getall("X-Forwarded-For", [])) or None,
             **body,
         }
         resp = web.json_response(body, status=status)
