@@ -80,14 +80,16 @@ def load_metrics(records: list, original_replicas: list[str]) -> dict[str, float
     """Every load metric of a merged history (requests and fault records). Fault and
     scale-up metrics are -1 when the run had no such event."""
     requests = [r for r in records if isinstance(r, RequestRecord)]
-    values: dict[str, float] = m.summarize(lm.cookie_keeping(requests), "session")
+    # Affinity is judged on sessions that return cookies; load counts every request.
+    kept = lm.cookie_keeping(requests)
+    values: dict[str, float] = m.summarize(kept, "session")
     values.update(lm.skew_metrics(requests, original_replicas))
     values.update(dict.fromkeys(FAULT_METRICS, -1.0) | dict.fromkeys(SCALE_METRICS, -1.0))
     for event in (r for r in records if isinstance(r, FaultRecord)):
         if event.op in ("kill", "pause"):
-            values.update(lm.fault_metrics(requests, event))
+            values.update(lm.fault_metrics(kept, event))
         elif event.op == "add":
-            values.update(lm.scale_up_metrics(requests, event))
+            values.update(lm.scale_up_metrics(kept, event))
     return values
 
 
