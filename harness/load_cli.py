@@ -139,8 +139,9 @@ def cmd_load(args: argparse.Namespace) -> int:
                 "load_cv", "busiest_replica_share", "max_users_per_ip", "affected_sessions",
                 "affected_state_loss_share", "repin_p50_s", "new_replica_request_share_after",
                 "locust_rps"):
-        if key in values and values[key] != -1.0:
-            table.add_row(key, f"{values[key]:.3g}")
+        value = values.get(key, -1.0)
+        if value != -1.0:
+            table.add_row(key, f"{value:.0f}" if float(value).is_integer() else f"{value:.3f}")
     console.print(table)
     for condition in triggered:
         console.print(f"[bold red]FAIL[/] {condition} (measured {values[condition.split()[0]]:g})")
