@@ -174,7 +174,7 @@ def test_conformance_catches_roundrobin_claiming_cookie_insert(tmp_path):
     procs_before, dirs_before = processes(marker), temp_dirs()
     report_dir = tmp_path / "r"
     result = stickler("conformance", "--topology", CLAIMS_COOKIE,
-                      "--report-dir", str(report_dir), "-k", "sticky")
+                      "--report-dir", str(report_dir), "--suite", "stickiness", "-k", "sticky")
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
     assert "session s" in out and "->" in out, out
