@@ -12,6 +12,10 @@ from pathlib import Path
 
 from harness.errors import InputError
 
+SUMMARY_KEYS = ("total_requests", "requests", "errors", "min_stickiness", "mean_stickiness",
+                "state_losses", "load_cv", "busiest_replica_share", "max_users_per_ip",
+                "affected_sessions", "affected_state_loss_share", "repin_p50_s",
+                "new_replica_request_share_after", "locust_rps")
 FAULT = re.compile(r"^(kill|pause|resume|restart|add|remove)(?::([a-z0-9-]+))?@([0-9.]+)s?$")
 
 
@@ -135,10 +139,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     table = Table(title=f"{topology.name} under {profile.name}", box=None)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("requests", "errors", "min_stickiness", "mean_stickiness", "state_losses",
-                "load_cv", "busiest_replica_share", "max_users_per_ip", "affected_sessions",
-                "affected_state_loss_share", "repin_p50_s", "new_replica_request_share_after",
-                "locust_rps"):
+    for key in SUMMARY_KEYS:
         value = values.get(key, -1.0)
         if value != -1.0:
             table.add_row(key, f"{value:.0f}" if float(value).is_integer() else f"{value:.3f}")

@@ -84,6 +84,7 @@ def load_metrics(records: list, original_replicas: list[str]) -> dict[str, float
     kept = lm.cookie_keeping(requests)
     values: dict[str, float] = m.summarize(kept, "session")
     values.update(lm.skew_metrics(requests, original_replicas))
+    values["total_requests"] = len(requests)  # droppers' requests too
     values.update(dict.fromkeys(FAULT_METRICS, -1.0) | dict.fromkeys(SCALE_METRICS, -1.0))
     for event in (r for r in records if isinstance(r, FaultRecord)):
         if event.op in ("kill", "pause"):
@@ -108,7 +109,7 @@ def _restore(cluster: Cluster, original: list[str]) -> None:
 _BASE = {"profile": "smoke", "duration": 12, "processes": 1, "fault": "", "fault_at": 5.0,
          "target": "r1"}
 LOAD_METRICS = (SUMMARY_METRICS + SKEW_METRICS + FAULT_METRICS + SCALE_METRICS
-            + ("users", "locust_rps"))
+            + ("users", "locust_rps", "total_requests"))
 
 
 def _load(name: str, summary: str, **params: Any) -> LoadScenario:
