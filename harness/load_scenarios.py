@@ -72,8 +72,14 @@ class LoadScenario:
         values = load_metrics(result.records, original)
         values["users"] = result.users
         values["locust_rps"] = result.stats.get("rps", 0.0) if result.stats else 0.0
-        return Outcome(requests, values, self.key,
-                       m.switch_examples(lm.cookie_keeping(requests)))
+        evidence = m.switch_examples(lm.cookie_keeping(requests))
+        for event in result.records:
+            if isinstance(event, FaultRecord) and event.op == "add":
+                shares = lm.share_over_time(requests, event.target, event.t)
+                evidence.append(f"share of requests served by the new replica {event.target} "
+                                f"in 2 s windows after it joined: "
+                                f"{', '.join(f'{s:.2f}' for s in shares)}")
+        return Outcome(requests, values, self.key, evidence)
 
 
 def load_metrics(records: list, original_replicas: list[str]) -> dict[str, float]:

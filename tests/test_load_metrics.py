@@ -45,6 +45,12 @@ def test_fault_metrics_follow_sessions_pinned_to_the_target():
     assert out["errors_after_fault"] == 2
 
 
+def test_share_over_time():
+    records = [at(req("a", 0, "r1"), 0.5), at(req("a", 1, "r4"), 10.5),
+               at(req("b", 0, "r2"), 11), at(req("c", 0, "r4"), 14.5)]
+    assert lm.share_over_time(records, "r4", 10.0) == [0.5, 0.0, 1.0]
+
+
 def test_scale_up_metrics():
     added = FaultRecord(t=10.0, op="add", target="r4")
     old = [at(req("a", 0, "r1"), 1), at(req("a", 1, "r1"), 11)]

@@ -89,6 +89,19 @@ def fault_metrics(records: Iterable[RequestRecord], fault: FaultRecord) -> dict[
     }
 
 
+def share_over_time(records: Iterable[RequestRecord], replica: str, start: float,
+                    window: float = 2.0) -> list[float]:
+    """The share of requests `replica` served in consecutive windows from `start` on."""
+    counts: dict[int, list[int]] = {}
+    for r in served(records):
+        if r.t >= start:
+            slot = counts.setdefault(int((r.t - start) // window), [0, 0])
+            slot[0] += r.replica == replica
+            slot[1] += 1
+    return [counts[i][0] / counts[i][1] if i in counts else 0.0
+            for i in range(max(counts, default=-1) + 1)]
+
+
 def scale_up_metrics(records: Iterable[RequestRecord], added: FaultRecord) -> dict[str, float]:
     """Where sessions go once `added.target` joins: existing sessions vs new ones.
 
