@@ -86,12 +86,21 @@ def _cookie_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[st
             **m.first_request_moved(records)}
 
 
+def _pinned_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[str, float]:
+    """Share of served requests on the replica an `extra_header` (e.g. fly-force-instance-id:
+    r2) asked for."""
+    target = p["extra_header"].partition(":")[2].strip()
+    ok = m.served(records)
+    return {"target_share": sum(1 for r in ok if r.replica == target) / len(ok) if ok else 0.0}
+
+
 def _forged_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[str, float]:
     """Share of sessions whose forged cookie was replaced by one naming a real replica."""
     name = _lb_cookie(t)
     firsts = [rs[0] for rs in m.group(m.served(records)).values()]
     repinned = sum(1 for r in firsts
-                   if any(v.split("~")[0] in t.replica_ids for v in m.set_cookies_named(r, name)))
+                   if any(m.names_replica(v, rid) for v in m.set_cookies_named(r, name)
+                          for rid in t.replica_ids))
     return {**m.cookie_metrics(records, name, t.replica_ids),
             "forged_repinned_share": repinned / len(firsts) if firsts else 0.0}
 
@@ -107,9 +116,12 @@ def _sessions(**fixed: Any):
     def build(rng: random.Random, p: dict, t: Topology) -> list[plans.SessionPlan]:
         header = t.options.get("header") if p.get("send_header") else None
         cookies = {_lb_cookie(t): p["forge"]} if p.get("forge") else None
+        name, _, value = p["extra_header"].partition(":")
+        extra = {name.strip(): value.strip()} if value else None
         return plans.sessions(rng, p["sessions"], p["requests"], connection=p["connection"],
                               keep_cookies=p["keep_cookies"], header=header,
-                              initial_cookies=cookies, first=p["first"], **fixed)
+                              initial_cookies=cookies, first=p["first"], extra_headers=extra,
+                              **fixed)
     return build
 
 
@@ -122,7 +134,8 @@ def _same_prefix(rng: random.Random, p: dict, t: Topology) -> list[plans.Session
 
 
 _BASE = {"sessions": 24, "requests": 12, "connection": "new", "keep_cookies": True,
-         "send_header": False, "forge": "", "first": "POST", "skip_first": 0, "concurrency": 8}
+         "send_header": False, "forge": "", "first": "POST", "extra_header": "",
+         "skip_first": 0, "concurrency": 8}
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("cookie-sessions",
@@ -144,6 +157,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "clients each from its own /24, judged per client address",
              {**_BASE, "sessions": 30, "requests": 8}, SUMMARY_METRICS, _sessions(),
              key="client_ip"),
+    Scenario("instance-header-sessions",
+             "sessions that name a replica in a request header (`extra_header`, e.g. "
+             "'fly-force-instance-id: r2') on every request",
+             {**_BASE, "extra_header": "fly-force-instance-id: r2"},
+             SUMMARY_METRICS + ("target_share",), _sessions(), extra=_pinned_extra),
     Scenario("scale-up-remap",
              "60 clients (own /24 each, header too if the mode hashes one) before and after "
              "a fourth replica is added; the replica is removed again afterwards",

@@ -5,8 +5,9 @@ from __future__ import annotations
 from harness.balancers.base import Adapter, Endpoint, Layout, ModeSpec
 from harness.balancers.haproxy import HAProxy
 from harness.balancers.nginx import Nginx
+from harness.balancers.reference import Reference
 
-ADAPTERS: dict[str, Adapter] = {a.kind: a for a in (HAProxy(), Nginx())}
+ADAPTERS: dict[str, Adapter] = {a.kind: a for a in (HAProxy(), Nginx(), Reference())}
 
 
 def get_adapter(kind: str) -> Adapter:

@@ -55,6 +55,7 @@ class Layout:
     replicas: dict[str, Endpoint]
     workdir: Path
     generation: int = 1
+    secret: str = ""  # per-run secrets a balancer keeps across reloads
 
 
 class Adapter:
@@ -68,6 +69,7 @@ class Adapter:
     modes: dict[str, ModeSpec] = {}
     health_check_keys: dict[str, Any] = {}
     reload_signal: int = signal.SIGHUP
+    forks_workers: bool = True  # a reload starts new worker processes (HAProxy, NGINX)
 
     def which(self) -> str:
         path = shutil.which(self.binary) or next(

@@ -186,12 +186,13 @@ class ProcessCluster:
         old = wait.child_pids(master)
         os.kill(master, self.adapter.reload_signal)
         running = lambda: self._check_running(self.balancer)  # noqa: E731
-        wait.until(lambda: bool(wait.child_pids(master) - old), START_TIMEOUT,
-                   f"{self.adapter.kind} to start new workers after reload of {config}",
-                   check=running)
-        with contextlib.suppress(TimeoutError):
-            wait.until(lambda: not wait.child_pids(master) & old, OLD_WORKER_GRACE,
-                       "old workers to finish", check=running)
+        if self.adapter.forks_workers:
+            wait.until(lambda: bool(wait.child_pids(master) - old), START_TIMEOUT,
+                       f"{self.adapter.kind} to start new workers after reload of {config}",
+                       check=running)
+            with contextlib.suppress(TimeoutError):
+                wait.until(lambda: not wait.child_pids(master) & old, OLD_WORKER_GRACE,
+                           "old workers to finish", check=running)
         self._wait_balancer_ready(generation=self.layout.generation)
 
     # ---- internals -------------------------------------------------------------------

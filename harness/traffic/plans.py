@@ -51,7 +51,8 @@ def sessions(rng: random.Random, count: int, length: int, *, prefix: str = "s",
              connection: str = "new", keep_cookies: bool = True,
              header: str | None = None, initial_cookies: dict[str, str] | None = None,
              same_prefix_group: int | None = None, first_group: int = 0,
-             first: str = "POST") -> list[SessionPlan]:
+             first: str = "POST",
+             extra_headers: dict[str, str] | None = None) -> list[SessionPlan]:
     """`count` sessions of `length` requests, each from its own /24 unless
     `same_prefix_group` puts them all in one /24 (varying only the last octet)."""
     if connection not in ("new", "keepalive"):
@@ -63,6 +64,7 @@ def sessions(rng: random.Random, count: int, length: int, *, prefix: str = "s",
         else:
             ip = client_address(first_group + i, host=rng.randint(1, 254))
         headers = {header: f"{prefix}{i}-{rng.getrandbits(32):08x}"} if header else {}
+        headers.update(extra_headers or {})
         plans.append(SessionPlan(
             user=f"{prefix}{i}", session=f"{prefix}{i}", client_ip=ip,
             steps=shopper_steps(rng, length, first), keep_cookies=keep_cookies,

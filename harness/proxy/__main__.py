@@ -1,0 +1,3 @@
+from harness.proxy.server import main
+
+main()

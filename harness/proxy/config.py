@@ -1,0 +1,90 @@
+"""The reference proxy's config file (YAML), validated with file, line and key in errors.
+
+    listen: 127.0.0.1:8080
+    generation: 1                # sent back as X-Stickler-Config, so reloads can be awaited
+    mode: cookie                 # least-loaded | cookie | hash
+    cookie_name: stickler-affinity
+    hash_on: client-ip           # client-ip | cookie:<name> | header:<name>
+    soft_limit: 20
+    hard_limit: 25
+    secret: change-me            # signs the affinity cookie
+    force_timeout_ms: 5000       # how long a fly-force-instance-id request waits for its replica
+    health: {enabled: true, interval_ms: 500, fall: 2, rise: 1}
+    replicas:
+      - {id: r1, address: 127.0.0.1:8081, region: ams}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.proxy.routing import RouterConfig
+from harness.runtime.net import ensure_loopback
+from harness.yamlsrc import Doc, load
+
+KEYS = ("listen", "generation", "mode", "cookie_name", "hash_on", "soft_limit", "hard_limit",
+        "secret", "force_timeout_ms", "health", "replicas")
+HEALTH = {"enabled": True, "interval_ms": 500, "fall": 2, "rise": 1}
+
+
+@dataclass(frozen=True)
+class Upstream:
+    id: str
+    host: str
+    port: int
+    region: str | None = None
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    host: str
+    port: int
+    router: RouterConfig
+    replicas: tuple[Upstream, ...]
+    generation: int = 1
+    force_timeout_ms: int = 5000
+    health: dict[str, Any] = field(default_factory=lambda: dict(HEALTH))
+
+
+def _address(doc: Doc, path: str, value: Any) -> tuple[str, int]:
+    host, _, port = str(value).rpartition(":")
+    try:
+        return ensure_loopback(host), int(port)
+    except ValueError:
+        raise doc.error(path, f"expected a loopback host:port (127.0.0.0/8), got {value!r}") \
+            from None
+
+
+def from_doc(doc: Doc) -> ProxyConfig:
+    data = doc.mapping(doc.data, "", KEYS)
+    for key in ("listen", "replicas"):
+        if key not in data:
+            raise doc.error("", f"missing key {key!r}")
+    host, port = _address(doc, "listen", data["listen"])
+    health = {**HEALTH, **doc.mapping(data.get("health") or {}, "health", HEALTH)}
+    replicas = []
+    if not isinstance(data["replicas"], list):
+        raise doc.error("replicas", "expected a list of {id, address, region}")
+    for i, item in enumerate(data["replicas"]):
+        item = doc.mapping(item, f"replicas[{i}]", ("id", "address", "region"))
+        rhost, rport = _address(doc, f"replicas[{i}].address", item.get("address"))
+        replicas.append(Upstream(str(item.get("id")), rhost, rport, item.get("region")))
+    try:
+        router = RouterConfig(
+            mode=data.get("mode", "least-loaded"),
+            cookie_name=data.get("cookie_name", "stickler-affinity"),
+            hash_on=data.get("hash_on", "client-ip"),
+            soft_limit=int(data.get("soft_limit", 20)),
+            hard_limit=int(data.get("hard_limit", 25)),
+            secret=str(data.get("secret", "stickler-reference-proxy")).encode(),
+        )
+    except (ValueError, TypeError) as exc:
+        raise doc.error("", str(exc)) from None
+    return ProxyConfig(host, port, router, tuple(replicas), int(data.get("generation", 1)),
+                       int(data.get("force_timeout_ms", 5000)), health)
+
+
+def load_config(path: str | Path) -> ProxyConfig:
+    return from_doc(load(path))
