@@ -203,6 +203,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     proxy = Proxy(args.config)
+    try:  # uvloop roughly halves the event loop's overhead; the proxy works without it
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
     log.info("stickler proxy on %s:%d, mode %s, generation %d", proxy.config.host,
              proxy.config.port, proxy.config.router.mode, proxy.config.generation)
     web.run_app(make_app(proxy), host=proxy.config.host, port=proxy.config.port, print=None,
