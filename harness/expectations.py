@@ -13,6 +13,7 @@ from typing import Any
 from harness.balancers import ADAPTERS
 from harness.errors import InputError
 from harness.scenarios import SCENARIOS
+from harness.topology import APP_KEYS
 from harness.yamlsrc import Doc, load
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "expectations"
@@ -22,7 +23,7 @@ CONDITION = re.compile(r"^\s*([a-z_0-9]+)\s*(>=|<=|==|!=|>|<)\s*(-?[0-9.]+)\s*$"
 SOURCES = ("documented", "source-code", "observed", "differs-from-docs", "folklore-refuted",
            "folklore-confirmed")
 BEHAVIOUR_KEYS = ("id", "title", "modes", "when", "suite", "scenario", "params", "assert",
-                  "min_samples", "source", "citation", "evidence")
+                  "min_samples", "samples", "source", "citation", "evidence")
 CITATION_KEYS = ("document", "url", "quote")
 
 
@@ -62,6 +63,7 @@ class Expectation:
     citation: dict[str, str]
     evidence: str = ""
     when: dict[str, Any] = field(default_factory=dict)  # topology options it applies to
+    samples: str = "judged_requests"  # the metric that counts what the verdict rests on
     file: str = ""
     line: int | None = None
 
@@ -115,18 +117,23 @@ def _expectation(doc: Doc, i: int, item: Any, kind: str) -> Expectation:
         is_option = any(key in ADAPTERS[kind].modes[mode].options for mode in modes)
         is_health = (key.startswith("health_check.")
                      and key.removeprefix("health_check.") in ADAPTERS[kind].health_check_keys)
-        if not (is_option or is_health):
+        is_app = key.startswith("app.") and key.removeprefix("app.") in APP_KEYS
+        if not (is_option or is_health or is_app):
             raise doc.error(f"{path}.when.{key}", f"no mode in {modes} has an option {key!r} "
-                            f"(health checks are health_check.<key>)")
+                            f"(health checks are health_check.<key>, app settings app.<key>)")
     min_samples = item.get("min_samples", 100)
     if not isinstance(min_samples, int) or min_samples < 1:
         raise doc.error(f"{path}.min_samples", "expected a positive integer")
+    samples = item.get("samples", "judged_requests")
+    if samples not in scenario.metrics:
+        raise doc.error(f"{path}.samples", f"scenario {scenario.name} has no metric {samples!r}")
     return Expectation(
         id=f"{kind}.{item['id']}", balancer=kind, title=str(item["title"]),
         modes=tuple(modes), suite=str(item.get("suite", "stickiness")),
         scenario=scenario.name, params=params, conditions=tuple(conditions),
         min_samples=min_samples, source=item["source"], citation=dict(citation),
-        evidence=str(item.get("evidence", "")).strip(), when=dict(when), file=doc.file,
+        evidence=str(item.get("evidence", "")).strip(), when=dict(when), samples=samples,
+        file=doc.file,
         line=doc.line(path),
     )
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from harness.history import RequestRecord
 
 # Metrics every scenario reports (harness.analysis.metrics.summarize).
-SUMMARY_METRICS = ("requests", "served", "errors", "non_2xx", "groups", "judged_requests",
-                   "min_stickiness", "mean_stickiness", "groups_switched", "switches",
-                   "state_losses", "groups_with_state_loss", "replicas_used",
+SUMMARY_METRICS = ("requests", "served", "errors", "unserved", "non_2xx", "groups",
+                   "judged_requests", "min_stickiness", "mean_stickiness", "groups_switched",
+                   "switches", "state_losses", "groups_with_state_loss", "replicas_used",
                    "max_replicas_per_group", "max_load_share", "client_ip_mismatches")
 
 

@@ -25,6 +25,9 @@ COOKIE_METRICS = ("cookie_reissued", "cookie_set_responses", "cookie_reached_app
                   "requests_with_cookie", "cookie_set_private_share", "cookie_set_no_cache",
                   "cookie_names_replica_share", "app_saw_server_prefix")
 FIRST_METRICS = ("first_request_moved", "first_request_moved_share")
+REPLAY_METRICS = ("replayed_requests", "cache_hits", "cache_hit_share", "hits_with_src",
+                  "cache_misses", "max_misses_per_session", "replay_failed_deliveries",
+                  "preferred_unavailable", "post_on_leader_share")
 REMAP_METRICS = ("remap_keys", "remapped_share", "moved_to_new", "moved_between_old",
                  "new_replica_share")
 DriveFn = Callable[[Cluster, list[plans.SessionPlan], Callable[[str], Driver]],
@@ -34,6 +37,17 @@ DriveFn = Callable[[Cluster, list[plans.SessionPlan], Callable[[str], Driver]],
 def _drive_once(cluster: Cluster, session_plans: list[plans.SessionPlan],
                 driver: Callable[[str], Driver]) -> list[RequestRecord]:
     return driver("").run(session_plans)
+
+
+def _with_replica_down(drive: DriveFn, replica: str) -> DriveFn:
+    """Run `drive` with `replica` killed, and bring it back (empty memory) afterwards."""
+    def run(cluster: Cluster, session_plans, driver) -> list[RequestRecord]:
+        cluster.kill(replica)
+        try:
+            return drive(cluster, session_plans, driver)
+        finally:
+            cluster.restart(replica)
+    return run
 
 
 def _drive_scale_up(cluster: Cluster, session_plans: list[plans.SessionPlan],
@@ -70,7 +84,8 @@ class Scenario:
             return Driver(cluster.url, scenario=self.name + phase, check=check, sink=sink,
                           concurrency=p.get("concurrency", 8))
 
-        records = self.drive(cluster, session_plans, driver)
+        drive = _with_replica_down(self.drive, p["down"]) if p.get("down") else self.drive
+        records = drive(cluster, session_plans, driver)
         values = m.summarize(records, self.key, skip_first=p.get("skip_first", 0))
         if self.extra:
             values.update(self.extra(records, p, topology))
@@ -86,12 +101,42 @@ def _cookie_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[st
             **m.first_request_moved(records)}
 
 
+def _seen(r: RequestRecord, name: str) -> str:
+    """What the app reported the proxy sent it (the fixture app echoes X-Seen-<header>)."""
+    return r.response_headers.get(f"x-seen-{name}", "")
+
+
+def _replay_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[str, float]:
+    ok = m.served(records)
+    hits = [r for r in ok if _seen(r, "fly-replay-cache-status") == "hit"]
+    misses = m.group(r for r in ok if _seen(r, "fly-replay-cache-status") == "miss")
+    return {
+        "replayed_requests": sum(1 for r in ok if _seen(r, "fly-replay-src")),
+        "cache_hits": len(hits),
+        "cache_hit_share": len(hits) / len(ok) if ok else 0.0,
+        "hits_with_src": sum(1 for r in hits if _seen(r, "fly-replay-src")),
+        "cache_misses": sum(len(rs) for rs in misses.values()),
+        "max_misses_per_session": max((len(rs) for rs in misses.values()), default=0),
+        "replay_failed_deliveries": sum(1 for r in ok if _seen(r, "fly-replay-failed")),
+        "preferred_unavailable": sum(1 for r in ok
+                                     if _seen(r, "fly-preferred-instance-unavailable")),
+        "post_on_leader_share": _leader_share(ok, t),
+    }
+
+
+def _leader_share(ok: list[RequestRecord], t: Topology) -> float:
+    posts = [r for r in ok if r.method == "POST"]
+    leader = t.app.leader
+    return sum(1 for r in posts if r.replica == leader) / len(posts) if posts and leader else 0.0
+
+
 def _pinned_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[str, float]:
     """Share of served requests on the replica an `extra_header` (e.g. fly-force-instance-id:
     r2) asked for."""
     target = p["extra_header"].partition(":")[2].strip()
     ok = m.served(records)
-    return {"target_share": sum(1 for r in ok if r.replica == target) / len(ok) if ok else 0.0}
+    return {"target_share": sum(1 for r in ok if r.replica == target) / len(ok) if ok else 0.0,
+            **_replay_extra(records, p, t)}
 
 
 def _forged_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[str, float]:
@@ -115,7 +160,10 @@ def _remap_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[str
 def _sessions(**fixed: Any):
     def build(rng: random.Random, p: dict, t: Topology) -> list[plans.SessionPlan]:
         header = t.options.get("header") if p.get("send_header") else None
-        cookies = {_lb_cookie(t): p["forge"]} if p.get("forge") else None
+        cookies = {_lb_cookie(t): p["forge"]} if p.get("forge") else {}
+        if p.get("forge_cookie"):  # "name=value": any cookie the first request carries
+            name, _, value = p["forge_cookie"].partition("=")
+            cookies[name.strip()] = value.strip()
         name, _, value = p["extra_header"].partition(":")
         extra = {name.strip(): value.strip()} if value else None
         return plans.sessions(rng, p["sessions"], p["requests"], connection=p["connection"],
@@ -135,7 +183,7 @@ def _same_prefix(rng: random.Random, p: dict, t: Topology) -> list[plans.Session
 
 _BASE = {"sessions": 24, "requests": 12, "connection": "new", "keep_cookies": True,
          "send_header": False, "forge": "", "first": "POST", "extra_header": "",
-         "skip_first": 0, "concurrency": 8}
+         "skip_first": 0, "concurrency": 8, "down": "", "forge_cookie": ""}
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("cookie-sessions",
@@ -161,7 +209,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "sessions that name a replica in a request header (`extra_header`, e.g. "
              "'fly-force-instance-id: r2') on every request",
              {**_BASE, "extra_header": "fly-force-instance-id: r2"},
-             SUMMARY_METRICS + ("target_share",), _sessions(), extra=_pinned_extra),
+             SUMMARY_METRICS + ("target_share",) + REPLAY_METRICS, _sessions(),
+             extra=_pinned_extra),
+    Scenario("replay-sessions",
+             "shoppers that keep their cookies, through a proxy whose app answers fly-replay "
+             "(pin-cookie, hash or leader); judged with what the app saw of the replays",
+             dict(_BASE), SUMMARY_METRICS + REPLAY_METRICS, _sessions(), extra=_replay_extra),
     Scenario("scale-up-remap",
              "60 clients (own /24 each, header too if the mode hashes one) before and after "
              "a fourth replica is added; the replica is removed again afterwards",

@@ -66,7 +66,8 @@ def generate_cases(metafunc: pytest.Metafunc, suite: str) -> None:
     cases, ids = [], []
     for topology in selected_topologies(metafunc.config):
         options = {**topology.as_claimed().options,
-                   **{f"health_check.{k}": v for k, v in topology.health_check.items()}}
+                   **{f"health_check.{k}": v for k, v in topology.health_check.items()},
+                   **{f"app.{k}": v for k, v in topology.app.__dict__.items()}}
         for exp in expectations_for(topology.kind, topology.expect, options, suite):
             cases.append((topology, exp))
             ids.append(f"{topology.name}:{exp.id}")
@@ -110,7 +111,7 @@ def run_check(case: tuple[Topology, Expectation], pool: ClusterPool, log: CheckL
         outcome = scenario.run(cluster, topology.as_claimed(), rng, exp.params,
                                sink=history.write,
                                check=exp.id)
-    verdict = judge(exp.conditions, outcome.metrics, exp.min_samples)
+    verdict = judge(exp.conditions, outcome.metrics, exp.min_samples, exp.samples)
     log.record({
         "id": exp.id,
         "title": exp.title,

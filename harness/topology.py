@@ -12,14 +12,17 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from harness.app.replay import MODES as REPLAY_MODES
 from harness.balancers import ADAPTERS
 from harness.yamlsrc import Doc, load, parse
 
 REPLICA_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 TOP_KEYS = ("name", "description", "balancer", "replicas", "app", "expect")
 BALANCER_KEYS = ("kind", "mode", "options", "health_check")
-APP_KEYS = ("session_cookie", "affinity_cookie")
+APP_KEYS = ("session_cookie", "affinity_cookie", "replay_mode", "leader", "replay_cache_ttl",
+            "replay_options")
 MAX_REPLICAS = 64
+REPLAY_OPTIONS = re.compile(r"^([a-z_]+=[A-Za-z0-9_.,-]+(;[a-z_]+=[A-Za-z0-9_.,-]+)*)?$")
 TOKEN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -36,6 +39,10 @@ class AppSettings:
 
     session_cookie: str = "sid"
     affinity_cookie: str | None = None
+    replay_mode: str = ""  # fly-replay behaviour: pin-cookie, hash, leader (harness/app/replay.py)
+    leader: str | None = None
+    replay_cache_ttl: int = 0  # ask the proxy to cache replays of the request path
+    replay_options: str = ""  # appended to fly-replay, e.g. "timeout=500ms;fallback=prefer_self"
 
 
 @dataclass(frozen=True)
@@ -75,8 +82,7 @@ class Topology:
             "balancer": {"kind": self.kind, "mode": self.mode, "options": dict(self.options),
                          "health_check": dict(self.health_check)},
             "replicas": [{"id": r.id, "region": r.region} for r in self.replicas],
-            "app": {"session_cookie": self.app.session_cookie,
-                    "affinity_cookie": self.app.affinity_cookie},
+            "app": dict(self.app.__dict__),
             "expect": self.expect,
         }
 
@@ -167,6 +173,21 @@ def from_doc(doc: Doc) -> Topology:
         if value is not None and not (isinstance(value, str) and TOKEN.match(value)):
             raise doc.error(f"app.{key}", f"expected a cookie name, got {value!r}")
 
+    replay_mode = app_raw.get("replay_mode", "")
+    if replay_mode not in REPLAY_MODES:
+        raise doc.error("app.replay_mode", f"expected one of: {', '.join(REPLAY_MODES[1:])}")
+    replicas = _replicas(doc, data["replicas"])
+    leader = app_raw.get("leader")
+    if leader is not None and leader not in [r.id for r in replicas]:
+        raise doc.error("app.leader", f"no replica {leader!r}")
+    cache_ttl = app_raw.get("replay_cache_ttl", 0)
+    if not isinstance(cache_ttl, int) or isinstance(cache_ttl, bool) or \
+            not (cache_ttl == 0 or cache_ttl >= 10):
+        raise doc.error("app.replay_cache_ttl", "expected 0 (off) or at least 10 seconds")
+    replay_options = app_raw.get("replay_options", "")
+    if not isinstance(replay_options, str) or not REPLAY_OPTIONS.match(replay_options):
+        raise doc.error("app.replay_options", "expected fly-replay fields like "
+                        "'timeout=500ms;fallback=prefer_self'")
     expect = data.get("expect", mode)
     if expect not in adapter.modes:
         raise doc.error("expect", f"unknown mode {expect!r} for {kind}; expected one of: "
@@ -178,10 +199,11 @@ def from_doc(doc: Doc) -> Topology:
         name=name,
         kind=kind,
         mode=mode,
-        replicas=_replicas(doc, data["replicas"]),
+        replicas=replicas,
         options=MappingProxyType(options),
         health_check=MappingProxyType(health),
-        app=AppSettings(session_cookie, affinity_cookie),
+        app=AppSettings(session_cookie, affinity_cookie, replay_mode, leader, cache_ttl,
+                        replay_options),
         expect=expect,
         source=doc.file,
         description=str(data.get("description", "")),

@@ -14,6 +14,7 @@ from harness.expectations import (
     parse_condition,
 )
 from harness.scenarios import SCENARIOS
+from harness.topology import AppSettings
 
 
 @pytest.mark.parametrize("kind", sorted(ADAPTERS))
@@ -30,8 +31,10 @@ def test_every_behaviour_is_cited(kind):
 
 @pytest.mark.parametrize("kind", sorted(ADAPTERS))
 def test_every_mode_has_expectations(kind):
+    app_defaults = {f"app.{k}": v for k, v in AppSettings().__dict__.items()}
     for mode, spec in ADAPTERS[kind].modes.items():
-        assert expectations_for(kind, mode, spec.options), f"{kind} {mode} has no checks"
+        options = {**spec.options, **app_defaults}
+        assert expectations_for(kind, mode, options), f"{kind} {mode} has no checks"
 
 
 def test_when_filters_on_options():

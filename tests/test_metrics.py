@@ -36,7 +36,7 @@ def test_summarize_sticky_and_switching_sessions():
     records += [req("s2", 0, "r2"), req("s2", 1, "r3", state="lost"), req("s2", 2, "r3"),
                 req("s2", 3, "r2", error="ConnectionRefusedError")]
     s = m.summarize(records)
-    assert s["requests"] == 8 and s["served"] == 7 and s["errors"] == 1
+    assert s["requests"] == 8 and s["served"] == 7 and s["errors"] == 1 and s["unserved"] == 0
     assert s["groups"] == 2
     assert s["min_stickiness"] == pytest.approx(1 / 3)
     assert s["mean_stickiness"] == pytest.approx((1 + 1 / 3) / 2)

@@ -71,7 +71,10 @@ def summarize(records: Iterable[RequestRecord], key: str = "session",
     return {
         "requests": len(records),
         "served": len(ok),
-        "errors": len(records) - len(ok),
+        # No answer at all (refused, reset, timed out) ...
+        "errors": sum(1 for r in records if r.error is not None),
+        # ... and answers no replica gave (the balancer's own 502/503/504).
+        "unserved": sum(1 for r in records if r.error is None and r.replica is None),
         "non_2xx": sum(1 for r in ok if not 200 <= (r.status or 0) < 300),
         "groups": len(seqs),
         "judged_requests": sum(len(s) for s in seqs.values()),

@@ -22,8 +22,8 @@ def judge(conditions: tuple[Condition, ...] | list[Condition], metrics: dict[str
     """`unknown` when the run has too few samples, or errors, to decide either way."""
     samples = int(metrics.get(samples_metric, 0))
     if samples < min_samples:
-        return Verdict(UNKNOWN, samples, reason=f"only {samples} judged requests; this check "
-                       f"needs at least {min_samples} to decide")
+        return Verdict(UNKNOWN, samples, reason=f"only {samples} samples ({samples_metric}); "
+                       f"this check needs at least {min_samples} to decide")
     if metrics.get("errors", 0) > 0.05 * max(metrics.get("requests", 0), 1):
         return Verdict(UNKNOWN, samples, reason=f"{metrics['errors']:g} of "
                        f"{metrics['requests']:g} requests failed at the transport; the run "

@@ -16,16 +16,42 @@ import signal
 
 from aiohttp import web
 
+from harness.app.replay import MODES, PIN_COOKIE, replay_target
 from harness.app.sessions import SessionStore
 
 AFFINITY_PLACEHOLDER = "app"
 
 
 def make_app(replica_id: str, session_cookie: str = "sid", affinity_cookie: str | None = None,
-             region: str | None = None) -> web.Application:
+             region: str | None = None, replay_mode: str = "", peers: tuple[str, ...] = (),
+             leader: str | None = None, replay_cache_ttl: int = 0,
+             replay_options: str = "") -> web.Application:
     store = SessionStore()
-    app = web.Application()
-    started = {"requests": 0}
+    started = {"requests": 0, "replays_issued": 0}
+
+    @web.middleware
+    async def fly_replay(request: web.Request, handler):
+        """The blueprint's middleware: answer with fly-replay when another replica owns it."""
+        if request.path == "/healthz" or "fly-replay-failed" in request.headers:
+            return await handler(request)
+        target = replay_target(replay_mode, replica_id, request.method, request.cookies,
+                               session_cookie, peers, leader)
+        if target is None:
+            resp = await handler(request)
+            if replay_mode == "pin-cookie":
+                resp.set_cookie(PIN_COOKIE, replica_id, path="/", max_age=6 * 24 * 3600)
+            return resp
+        started["replays_issued"] += 1
+        resp = web.Response(status=307, text=f"replay to {target}\n",
+                            headers={"fly-replay": ";".join(filter(None, [
+                                f"instance={target}", replay_options])),
+                                "X-Replica": replica_id})
+        if replay_cache_ttl:
+            resp.headers["fly-replay-cache"] = request.path
+            resp.headers["fly-replay-cache-ttl-secs"] = str(replay_cache_ttl)
+        return resp
+
+    app = web.Application(middlewares=[fly_replay] if replay_mode else [])
 
     def respond(request: web.Request, body: dict, status: int = 200) -> web.Response:
         started["requests"] += 1
@@ -43,6 +69,11 @@ def make_app(replica_id: str, session_cookie: str = "sid", affinity_cookie: str 
         }
         resp = web.json_response(body, status=status)
         resp.headers["X-Replica"] = replica_id
+        # What the proxy told this replica about replays, for the harness to record.
+        for name in ("fly-replay-src", "fly-replay-cache-status", "fly-replay-failed",
+                     "fly-preferred-instance-unavailable"):
+            if name in request.headers:
+                resp.headers[f"X-Seen-{name}"] = request.headers[name]
         return resp
 
     async def cart(request: web.Request) -> web.Response:
@@ -79,7 +110,8 @@ def make_app(replica_id: str, session_cookie: str = "sid", affinity_cookie: str 
         return web.Response(text="ok\n", headers={"X-Replica": replica_id})
 
     async def info(request: web.Request) -> web.Response:
-        return respond(request, {"sessions": len(store.carts), "requests": started["requests"]})
+        return respond(request, {"sessions": len(store.carts), "requests": started["requests"],
+                                 "replays_issued": started["replays_issued"]})
 
     app.router.add_get("/healthz", healthz)
     app.router.add_route("*", "/cart", cart)
@@ -100,10 +132,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--session-cookie", default="sid")
     parser.add_argument("--affinity-cookie", default=None)
     parser.add_argument("--region", default=None)
+    parser.add_argument("--replay-mode", default="", choices=MODES,
+                        help="answer with fly-replay like the blueprint (pin-cookie, hash, leader)")
+    parser.add_argument("--peers", default="", help="comma-separated replica ids (hash mode)")
+    parser.add_argument("--leader", default=None, help="the replica that takes writes")
+    parser.add_argument("--replay-cache-ttl", type=int, default=0,
+                        help="ask the proxy to cache replays of this path for N seconds")
+    parser.add_argument("--replay-options", default="",
+                        help="more fly-replay fields, e.g. timeout=500ms;fallback=prefer_self")
     args = parser.parse_args(argv)
     if not args.host.startswith("127."):
         parser.error("--host must be a loopback address (127.0.0.0/8)")
-    app = make_app(args.id, args.session_cookie, args.affinity_cookie, args.region)
+    app = make_app(args.id, args.session_cookie, args.affinity_cookie, args.region,
+                   args.replay_mode, tuple(p for p in args.peers.split(",") if p), args.leader,
+                   args.replay_cache_ttl, args.replay_options)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     print(json.dumps({"replica": args.id, "listening": f"{args.host}:{args.port}"}), flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None,

@@ -11,7 +11,10 @@ from typing import Any
 from harness import __version__
 from harness.balancers.base import Adapter, Layout, ModeSpec
 
-LIMITS = {"soft_limit": 20, "hard_limit": 25}
+# Every mode: concurrency limits, and an optional session-based replay cache rule keyed on
+# a cookie (off while session_cache_cookie is empty).
+LIMITS = {"soft_limit": 20, "hard_limit": 25, "force_timeout_ms": 5000,
+          "session_cache_cookie": "", "session_cache_ttl": 30, "session_cache_bypass": False}
 
 
 class Reference(Adapter):

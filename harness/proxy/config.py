@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.proxy.replay_cache import SessionRule
 from harness.proxy.routing import RouterConfig
 from harness.runtime.net import ensure_loopback
 from harness.yamlsrc import Doc, load
 
 KEYS = ("listen", "generation", "mode", "cookie_name", "hash_on", "soft_limit", "hard_limit",
-        "secret", "force_timeout_ms", "health", "replicas")
+        "secret", "force_timeout_ms", "health", "replicas", "replay_cache")
+RULE_KEYS = ("path_prefix", "ttl_seconds", "type", "name", "allow_bypass")
 HEALTH = {"enabled": True, "interval_ms": 500, "fall": 2, "rise": 1}
 
 
@@ -46,6 +48,7 @@ class ProxyConfig:
     generation: int = 1
     force_timeout_ms: int = 5000
     health: dict[str, Any] = field(default_factory=lambda: dict(HEALTH))
+    replay_cache: tuple[SessionRule, ...] = ()
 
 
 def _address(doc: Doc, path: str, value: Any) -> tuple[str, int]:
@@ -82,8 +85,20 @@ def from_doc(doc: Doc) -> ProxyConfig:
         )
     except (ValueError, TypeError) as exc:
         raise doc.error("", str(exc)) from None
+    rules = []
+    for i, item in enumerate(data.get("replay_cache") or []):
+        path = f"replay_cache[{i}]"
+        item = doc.mapping(item, path, RULE_KEYS)
+        try:
+            rules.append(SessionRule(str(item["path_prefix"]), int(item["ttl_seconds"]),
+                                     str(item["type"]), str(item["name"]),
+                                     bool(item.get("allow_bypass", False))))
+        except KeyError as exc:
+            raise doc.error(path, f"missing key {exc.args[0]!r}") from None
+        except (ValueError, TypeError) as exc:
+            raise doc.error(path, str(exc)) from None
     return ProxyConfig(host, port, router, tuple(replicas), int(data.get("generation", 1)),
-                       int(data.get("force_timeout_ms", 5000)), health)
+                       int(data.get("force_timeout_ms", 5000)), health, tuple(rules))
 
 
 def load_config(path: str | Path) -> ProxyConfig:

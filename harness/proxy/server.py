@@ -23,13 +23,44 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from harness.proxy.config import ProxyConfig, load_config
+from harness.proxy.replay import (
+    JSON_TYPE,
+    MAX_REPLAY_BODY,
+    Replay,
+    ReplayError,
+    apply_transform,
+    choose_target,
+    failed_header,
+    parse_header,
+    parse_json,
+    src_header,
+)
+from harness.proxy.replay_cache import ReplayCache, SessionRule, validate_cacheable
 from harness.proxy.ring import HashRing
-from harness.proxy.routing import Backend, Route, RouteRequest, route
+from harness.proxy.routing import Backend, Route, RouteRequest, least_loaded, route
 
 log = logging.getLogger("stickler.proxy")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
               "trailer", "upgrade", "content-length", "host"}
 PASSIVE_DOWN_S = 2.0  # after a refused connection, without active checks
+REPLAY_TIMEOUT_S = 5.0  # Fly documents "a while" before a generic 5xx; ours is 5 s
+
+
+@dataclass
+class Upstream:
+    """A replica's answer, read whole (bodies here are small; replays need the request too)."""
+
+    status: int
+    headers: CIMultiDict
+    payload: bytes
+
+
+def replay_of(up: Upstream) -> Replay | None:
+    """The replay an answer asks for, or None; raises ReplayError when it is malformed."""
+    if up.headers.get("Content-Type", "").startswith(JSON_TYPE):
+        return parse_json(up.payload)
+    header = up.headers.get("fly-replay")
+    return parse_header(header) if header else None
 
 
 @dataclass
@@ -49,6 +80,8 @@ class Proxy:
         self.ring = HashRing()
         self.rng = random.Random()
         self.session: aiohttp.ClientSession | None = None
+        self.cache: ReplayCache | None = None
+        self._cache_rules: tuple[SessionRule, ...] = ()
         self._apply(self.config)
 
     def _apply(self, config: ProxyConfig) -> None:
@@ -56,6 +89,10 @@ class Proxy:
         ids = [u.id for u in config.replicas]
         self.state = {i: self.state.get(i, State()) for i in ids}
         self.ring = HashRing(ids)
+        if self.cache is None or self._cache_rules != config.replay_cache:
+            # New rules start an empty cache; unchanged rules keep it across reloads.
+            self.cache = ReplayCache(config.replay_cache)
+            self._cache_rules = config.replay_cache
 
     def reload(self) -> None:
         try:
@@ -74,6 +111,20 @@ class Proxy:
         rr = RouteRequest(headers={k.lower(): v for k, v in request.headers.items()},
                           cookies=dict(request.cookies), client_ip=request.remote or "",
                           path=request.path)
+        headers = self._upstream_headers(request)
+        host = (request.host or "").rpartition(":")[0] or (request.host or "")
+        cache_status = None
+        if self.cache is not None:
+            hit = self.cache.lookup(host, request.path, rr.cookies, rr.headers)
+            if hit.target and self._available(hit.target):
+                try:  # a cache hit never reaches the origin and carries no fly-replay-src
+                    up = await self._send(hit.target, request.method, request.path_qs,
+                                          {**headers, "fly-replay-cache-status": "hit"}, body)
+                    return self._respond(up, Route(hit.target, "replay-cache-hit"))
+                except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+                    self._mark_failed(hit.target, exc)
+            cache_status = hit.status
+
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.force_timeout_ms / 1000
         for _attempt in range(3):
@@ -82,47 +133,130 @@ class Proxy:
                 await asyncio.sleep(0.05)
                 decision = route(rr, self.backends(), self.config.router, self.ring, self.rng)
             if decision.replica is None:
-                return self._reply(web.Response(status=decision.status,
-                                                text=f"stickler-proxy: {decision.reason}\n"),
-                                   decision)
+                return self._error(decision.status, decision.reason)
             try:
-                return await self._forward(request, body, decision)
+                up = await self._send(decision.replica, request.method, request.path_qs,
+                                      {**headers, **decision.request_headers}, body)
             except (TimeoutError, aiohttp.ClientConnectionError) as exc:
                 self._mark_failed(decision.replica, exc)
-                if decision.reason == "forced":
-                    continue  # its replica may come back before the deadline
-        return self._reply(web.Response(status=502, text="stickler-proxy: upstream failed\n"),
-                           Route(None, "upstream-failed", 502))
+                continue
+            if replay_of(up) is None:
+                return self._respond(up, decision)
+            return await self._replay(request, body, headers, up, decision, host, rr,
+                                      cache_status)
+        return self._error(502, "upstream-failed")
 
-    async def _forward(self, request: web.Request, body: bytes,
-                       decision: Route) -> web.StreamResponse:
-        upstream = next(u for u in self.config.replicas if u.id == decision.replica)
-        headers = CIMultiDict((k, v) for k, v in request.headers.items()
-                              if k.lower() not in HOP_BY_HOP and k.lower() != "cookie")
+    async def _replay(self, request: web.Request, body: bytes, headers: dict[str, str],
+                      up: Upstream, decision: Route, host: str, rr: RouteRequest,
+                      cache_status: str | None) -> web.StreamResponse:
+        """The app answered with fly-replay: send the request where it says, once."""
+        source = decision.replica or ""
+        if len(body) > MAX_REPLAY_BODY:
+            return self._error(413, "replay-too-large", f"the app asked to replay a request of "
+                               f"{len(body)} bytes; requests over 1 MB cannot be replayed")
+        try:
+            replay = replay_of(up)
+        except ReplayError as exc:
+            return self._error(502, "replay-invalid", str(exc))
+        if up.headers.get("fly-replay-cache", "").lower() == "invalidate" and self.cache:
+            self.cache.invalidate(host, request.path, rr.cookies, rr.headers)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        timeout = replay.timeout_s if replay.timeout_s is not None else REPLAY_TIMEOUT_S
+        path, replay_headers = apply_transform(request.path_qs, dict(headers), replay.transform)
+        region = next((u.region for u in self.config.replicas if u.id == source), None)
+        replay_headers["fly-replay-src"] = src_header(source, region, int(time.time() * 1e6),
+                                                      replay.state)
+        replay_headers["fly-replay-cache-status"] = cache_status or "miss"
+        reason = "no_candidate"
+        while loop.time() - started < timeout:
+            target, extra, reason = choose_target(replay, self.backends(), source,
+                                                  self.config.router.hard_limit, self.rng)
+            if target is None:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                answer = await self._send(target, request.method, path,
+                                          {**replay_headers, **extra}, body)
+            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+                self._mark_failed(target, exc)
+                reason = "retries_exhausted"
+                continue
+            self._remember(replay, up, target, host, request.path, rr)
+            return self._respond(answer, Route(target, f"replayed-{reason}",
+                                               set_cookie=decision.set_cookie))
+        elapsed = int((loop.time() - started) * 1000)
+        if replay.fallback:
+            back = source if self._available(source) else None
+            if back is None and replay.fallback == "prefer_self":
+                back = least_loaded(self.backends(), self.config.router, self.rng)
+                back = back.id if back else None
+            if back:
+                # Fallback deliveries cannot replay again: their answer goes to the client.
+                failed = failed_header(replay, source, reason, elapsed)
+                answer = await self._send(back, request.method, request.path_qs,
+                                          {**headers, "fly-replay-failed": failed}, body)
+                answer.headers.popall("fly-replay", None)
+                return self._respond(answer, Route(back, "replay-fallback"))
+        return self._error(503, "replay-failed", f"replay failed ({reason}) after {elapsed} ms")
+
+    def _remember(self, replay: Replay, up: Upstream, target: str, host: str, path: str,
+                  rr: RouteRequest) -> None:
+        """Cache the decision where the origin's response or the session rules ask for it."""
+        if self.cache is None or validate_cacheable(replay.fields()):
+            return
+        pattern = up.headers.get("fly-replay-cache") or replay.cache.get("prefix")
+        ttl = up.headers.get("fly-replay-cache-ttl-secs") or replay.cache.get("ttl")
+        bypass = (up.headers.get("fly-replay-cache-allow-bypass", "").lower() == "yes"
+                  or bool(replay.cache.get("allow_bypass")))
+        if pattern and pattern.lower() != "invalidate" and ttl:
+            try:
+                self.cache.store_path(host, pattern, int(ttl), target, allow_bypass=bypass,
+                                      request_path=path)
+            except ValueError as exc:
+                log.warning("not caching replay for %s: %s", pattern, exc)
+        self.cache.store_session(host, path, rr.cookies, rr.headers, target)
+
+    def _available(self, replica: str) -> bool:
+        return any(b.id == replica and b.healthy for b in self.backends())
+
+    def _upstream_headers(self, request: web.Request) -> dict[str, str]:
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in HOP_BY_HOP and k.lower() != "cookie"}
         cookie = self._cookie_header(request)
         if cookie:
             headers["Cookie"] = cookie
         prior = request.headers.get("X-Forwarded-For")
         headers["X-Forwarded-For"] = f"{prior}, {request.remote}" if prior else request.remote
-        headers.update(decision.request_headers)
+        return headers
+
+    async def _send(self, replica: str, method: str, path_qs: str, headers: dict[str, str],
+                    body: bytes) -> Upstream:
+        upstream = next(u for u in self.config.replicas if u.id == replica)
         state = self.state[upstream.id]
         state.inflight += 1
         try:
             assert self.session is not None
             async with self.session.request(
-                    request.method, f"http://{upstream.host}:{upstream.port}{request.path_qs}",
+                    method, f"http://{upstream.host}:{upstream.port}{path_qs}",
                     headers=headers, data=body or None, allow_redirects=False) as resp:
                 payload = await resp.read()
                 out = CIMultiDict((k, v) for k, v in resp.headers.items()
                                   if k.lower() not in HOP_BY_HOP)
-                status = resp.status
+                return Upstream(resp.status, out, payload)
         finally:
             state.inflight -= 1
-        response = web.Response(status=status, body=payload, headers=out)
+
+    def _respond(self, up: Upstream, decision: Route) -> web.Response:
+        response = web.Response(status=up.status, body=up.payload, headers=up.headers)
         if decision.set_cookie:
             response.set_cookie(self.config.router.cookie_name, decision.set_cookie, path="/",
                                 httponly=True)
         return self._reply(response, decision)
+
+    def _error(self, status: int, reason: str, detail: str = "") -> web.Response:
+        text = f"stickler-proxy: {reason}" + (f": {detail}" if detail else "") + "\n"
+        return self._reply(web.Response(status=status, text=text), Route(None, reason, status))
 
     def _cookie_header(self, request: web.Request) -> str:
         """The client's cookies minus the proxy's own affinity cookie (the app never sees it)."""

@@ -264,6 +264,16 @@ class ProcessCluster:
             cmd += ["--affinity-cookie", self.topology.app.affinity_cookie]
         if region:
             cmd += ["--region", region]
+        app = self.topology.app
+        if app.replay_mode:
+            cmd += ["--replay-mode", app.replay_mode,
+                    "--peers", ",".join(r.id for r in self.topology.replicas)]
+        if app.leader:
+            cmd += ["--leader", app.leader]
+        if app.replay_cache_ttl:
+            cmd += ["--replay-cache-ttl", str(app.replay_cache_ttl)]
+        if app.replay_options:
+            cmd += ["--replay-options", app.replay_options]
         child = self._spawn(rid, cmd, endpoint)
         self.replicas[rid] = child
         self.layout.replicas[rid] = endpoint

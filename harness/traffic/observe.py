@@ -8,7 +8,10 @@ from collections.abc import Callable
 from harness.history import RequestRecord
 
 KEPT_RESPONSE_HEADERS = ("cache-control", "pragma", "location", "x-replica",
-                         "x-stickler-config")
+                         "x-stickler-config", "x-stickler-route",
+                         # what the reference proxy told the app about replays (app echoes)
+                         "x-seen-fly-replay-src", "x-seen-fly-replay-cache-status",
+                         "x-seen-fly-replay-failed", "x-seen-fly-preferred-instance-unavailable")
 
 
 def observe(record: RequestRecord, status: int, header: Callable[[str], str | None],
