@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,26 @@ def test_load_is_recorded_and_cookie_sessions_stick(cluster, tmp_path):
     assert all(r.app_saw_client == r.client_ip for r in direct)
     mobile = [r for r in records if kind[r.user] == "mobile"]
     assert len({r.client_ip for r in mobile}) > len({r.user for r in mobile})
+
+
+
+def test_a_mobile_users_switch_uses_the_new_address(cluster, tmp_path):
+    result = run(cluster, tmp_path, 5)
+    users = json.loads((result.history.parent / "population.json").read_text())["users"]
+    mobile = {u["id"]: u for u in users if u["kind"] == "mobile"}
+    assert mobile
+    switches = 0
+    for user, spec in mobile.items():
+        mine = sorted((r for r in requests_of(result) if r.user == user), key=lambda r: r.t)
+        addresses, every = spec["addresses"], spec["switch_every"]
+        assert len(mine) >= 2 * every * len(addresses)  # a full rotation and more
+        # The n-th request leaves from the address the rotation gives it ...
+        assert [r.client_ip for r in mine] == [
+            addresses[(n // every) % len(addresses)] for n in range(len(mine))]
+        # ... and the balancer saw it come from there: no request rode an old connection.
+        assert all(r.error is None and r.app_saw_client == r.client_ip for r in mine)
+        switches += sum(a.client_ip != b.client_ip for a, b in pairwise(mine))
+    assert switches >= 2 * len(mobile)
 
 
 def test_fault_schedule_kills_a_replica(cluster, tmp_path):

@@ -6,9 +6,14 @@ Environment (set by harness.traffic.load.run_load):
   STICKLER_T0           epoch seconds that record times count from
   STICKLER_WORKERS      Locust worker processes (default: --processes, or 1)
 
-HttpUser, not FastHttpUser: requests lets an HTTPAdapter give its pool a source address
-(urllib3's `source_address`); geventhttpclient's pool has no such setting, so binding there
-would mean overriding its private socket factory.
+Built on geventhttpclient (the client of Locust's FastHttpUser), driven directly: one
+HTTPClient per user whose connection pool binds each new socket to the user's current source
+address before connecting (SourcePool), no cookie handling of its own (our CookieJar decides
+the Cookie header), no redirects, no proxies (geventhttpclient reads none from the
+environment), and the request reported to Locust's request event here, with 4xx/5xx counted
+as failures as HttpUser counts them. Going through FastHttpSession would add a URL parse, a
+stdlib cookie jar and a response wrapper per request, and its status check releases a 4xx/5xx
+response before its body is read; the History needs that body.
 """
 
 from __future__ import annotations
@@ -19,17 +24,19 @@ import json
 import logging
 import os
 import time
-from http.cookiejar import DefaultCookiePolicy
 from pathlib import Path
 from random import Random
 from typing import IO
 from urllib.parse import urlsplit
 
-from locust import HttpUser, events, task
+import gevent.socket
+from geventhttpclient.client import HTTPClient
+from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
+from locust import User, events, task
 from locust.exception import StopUser
-from requests.adapters import HTTPAdapter
+from requests.exceptions import HTTPError
 
-from harness.history import RequestRecord, to_json
+from harness.history import RequestRecord
 from harness.runtime.net import ensure_loopback
 from harness.traffic.cookies import CookieJar
 from harness.traffic.observe import observe
@@ -38,9 +45,11 @@ from harness.traffic.profile import UserSpec, session_length
 
 log = logging.getLogger("stickler.locust")
 T0 = float(os.environ.get("STICKLER_T0") or time.time())
-NO_COOKIES = DefaultCookiePolicy(allowed_domains=[])  # requests' jar stores nothing; ours does
+TIMEOUT = 60.0  # s to connect, and between reads (FastHttpUser's defaults)
 _user_numbers = itertools.count()  # per process; forked workers each start at 0
 _population: list[UserSpec] = []
+# harness.history.to_json's encoding, without asdict's deep copy: records hold no cycles.
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False).encode
 
 
 def population() -> list[UserSpec]:
@@ -70,7 +79,7 @@ class Recorder:
             folder.mkdir(parents=True, exist_ok=True)
             self.file = (folder / f"history-{os.getpid()}.jsonl").open(
                 "a", encoding="utf-8", buffering=1 << 16)
-        self.file.write(to_json(record) + "\n")
+        self.file.write(_encode(record.__dict__) + "\n")  # == to_json(record)
 
     def flush(self, **_: object) -> None:
         if self.file:
@@ -95,20 +104,59 @@ def refuse_other_hosts(environment, **_: object) -> None:
         raise SystemExit(2)
 
 
-class SourceAdapter(HTTPAdapter):
-    """Binds every connection of its pool to one source address."""
+class _BindsSource:
+    """A geventhttpclient connection pool whose sockets leave from `source_ip`."""
 
-    def __init__(self, source_ip: str):
-        self.source_ip = ensure_loopback(source_ip)
-        super().__init__()
+    source_ip: str
 
-    def init_poolmanager(self, connections, maxsize, block=False, **pool_kwargs):
-        pool_kwargs["source_address"] = (self.source_ip, 0)
-        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+    def _create_tcp_socket(self, family: int, socktype: int,
+                           protocol: int) -> gevent.socket.socket:
+        sock = super()._create_tcp_socket(family, socktype, protocol)  # type: ignore[misc]
+        try:
+            sock.bind((self.source_ip, 0))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
 
-class Shopper(HttpUser):
+class SourcePool(_BindsSource, ConnectionPool):
+    pass
+
+
+class SourceSSLPool(_BindsSource, SSLConnectionPool):
+    pass
+
+
+class SourceClient(HTTPClient):
+    """One connection to `url`'s host, kept alive, bound to one source address."""
+
+    def __init__(self, url: str, source_ip: str):
+        split = urlsplit(url)
+        ssl = split.scheme == "https"
+        super().__init__(split.hostname or "", port=split.port, ssl=ssl, insecure=True,
+                         concurrency=1, connection_timeout=TIMEOUT, network_timeout=TIMEOUT)
+        # HTTPClient builds its pool itself and takes no pool class; it has no socket yet,
+        # so narrowing its class to the binding subclass changes only the socket factory.
+        pool = self._connection_pool
+        pool.__class__ = SourceSSLPool if ssl else SourcePool
+        pool.source_ip = ensure_loopback(source_ip)  # type: ignore[attr-defined]
+        self.source_ip = source_ip
+
+
+def _status_error(status: int, reason: str | None, url: str) -> HTTPError | None:
+    """What HttpUser (requests' raise_for_status) counts as a failure, with its message."""
+    if 400 <= status < 500:
+        return HTTPError(f"{status} Client Error: {reason} for url: {url}")
+    if 500 <= status < 600:
+        return HTTPError(f"{status} Server Error: {reason} for url: {url}")
+    return None
+
+
+class Shopper(User):
     """Sessions of POST /cart (add), GET /cart (browse) and a final POST /checkout."""
+
+    http: SourceClient | None = None
 
     def on_start(self) -> None:
         if not loopback_host(self.host):
@@ -123,25 +171,29 @@ class Shopper(HttpUser):
         lap = number // len(specs)  # more Locust users than specs: a spec's second user
         self.user_id = self.spec.id if lap == 0 else f"{self.spec.id}.{lap}"
         self.rng = Random(f"{self.spec.seed}:{lap}")
-        self.client.trust_env = False  # no proxy from the environment, ever
-        self.client.cookies.set_policy(NO_COOKIES)
+        base = (self.host or "").rstrip("/")
+        self.prefix = urlsplit(base).path  # a path in --host comes before every request's
+        self.base = base[:len(base) - len(self.prefix)] if self.prefix else base
+        self.report = self.environment.events.request.fire
         self.address = ""
         self.sent = 0
         self.sessions = 0
         self.left = 0  # requests left in the current session
         self._use_address(self.spec.addresses[0])
 
+    def on_stop(self) -> None:
+        if self.http:
+            self.http.close()
+
     def wait_time(self) -> float:
         low, high = self.spec.think_ms
         return self.rng.uniform(low, high) / 1000
 
     def _use_address(self, ip: str) -> None:
-        """A fresh adapter (and pool): kept-alive connections from the old address close."""
-        for old in set(self.client.adapters.values()):
-            old.close()
-        adapter = SourceAdapter(ip)
-        self.client.mount("http://", adapter)
-        self.client.mount("https://", adapter)
+        """A fresh client (and pool): the kept-alive connection from the old address closes."""
+        if self.http:
+            self.http.close()
+        self.http = SourceClient(self.host or "", ip)
         self.address = ip
 
     def _new_session(self) -> None:
@@ -183,22 +235,35 @@ class Shopper(HttpUser):
         self.sent += 1
         self.seq += 1
         self.left -= 1
+        url = self.base + self.prefix + path
+        start_time = time.time()
         start = time.perf_counter()
+        resp = None
+        body = b""
         try:
-            resp = self.client.request(method, path, name=path.split("?")[0], headers=headers,
-                                       allow_redirects=False)
-        except Exception as exc:
-            record.duration = time.perf_counter() - start
+            resp = self.http.request(method, self.prefix + path, headers=headers)
+            body = resp.read()  # the whole body; the connection goes back to the pool
+            failure = _status_error(resp.status_code, resp.status_message, url)
+        except Exception as exc:  # noqa: BLE001 - any failure to talk HTTP is the record's
+            # (A request cut off by Locust's stop raises GreenletExit and leaves no record.)
+            failure = exc
             record.error = _describe(exc)
-            recorder.write(record)
-            raise
-        # (A request cut off by Locust's stop raises GreenletExit and leaves no record.)
+        finally:
+            if resp is not None:
+                resp.release()
         record.duration = time.perf_counter() - start
-        if resp.error is not None:
-            record.error = _describe(resp.error)
-        else:
-            observe(record, resp.status_code, resp.headers.get,
-                    resp.raw.headers.getlist("Set-Cookie"), resp.content)
+        self.report(request_type=method, name=path.split("?")[0],
+                    response_time=record.duration * 1000, response_length=len(body),
+                    response=resp, context=self.context(), exception=failure,
+                    start_time=start_time, url=url)
+        if record.error is None:
+            fields = resp.info()
+
+            def header(name: str) -> str | None:  # repeated fields joined, as requests does
+                values = fields.getlist(name)
+                return ", ".join(values) if values else None
+
+            observe(record, resp.status_code, header, fields.getlist("Set-Cookie"), body)
             self.jar.update(record.set_cookies)
             if record.cart_seen is not None:
                 self.cart = record.cart_seen  # the user now sees this cart
