@@ -26,8 +26,8 @@ COOKIE_METRICS = ("cookie_reissued", "cookie_set_responses", "cookie_reached_app
                   "cookie_names_replica_share", "app_saw_server_prefix")
 FIRST_METRICS = ("first_request_moved", "first_request_moved_share")
 REPLAY_METRICS = ("replayed_requests", "cache_hits", "cache_hit_share", "hits_with_src",
-                  "cache_misses", "max_misses_per_session", "replay_failed_deliveries",
-                  "preferred_unavailable", "post_on_leader_share")
+                  "cache_misses", "cache_bypasses", "max_misses_per_session",
+                  "replay_failed_deliveries", "preferred_unavailable", "post_on_leader_share")
 REMAP_METRICS = ("remap_keys", "remapped_share", "moved_to_new", "moved_between_old",
                  "new_replica_share")
 DriveFn = Callable[[Cluster, list[plans.SessionPlan], Callable[[str], Driver]],
@@ -116,6 +116,7 @@ def _replay_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[st
         "cache_hit_share": len(hits) / len(ok) if ok else 0.0,
         "hits_with_src": sum(1 for r in hits if _seen(r, "fly-replay-src")),
         "cache_misses": sum(len(rs) for rs in misses.values()),
+        "cache_bypasses": sum(1 for r in ok if _seen(r, "fly-replay-cache-status") == "bypass"),
         "max_misses_per_session": max((len(rs) for rs in misses.values()), default=0),
         "replay_failed_deliveries": sum(1 for r in ok if _seen(r, "fly-replay-failed")),
         "preferred_unavailable": sum(1 for r in ok

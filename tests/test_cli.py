@@ -18,6 +18,7 @@ from typing import NamedTuple
 import pytest
 
 from harness.balancers import ADAPTERS
+from tests.procs import ancestors, default_sigint
 
 pytestmark = pytest.mark.integration
 
@@ -41,23 +42,6 @@ def stickler(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def _default_sigint() -> None:
-    # A shell may start us with SIGINT ignored, and Python would then ignore Ctrl-C in the
-    # child; give it the disposition it has in an interactive terminal.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def _ancestors() -> set[int]:
-    pids, pid = set(), os.getpid()
-    while pid > 1 and pid not in pids:
-        pids.add(pid)
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            break
-        pid = int(stat[stat.rfind(")") + 2:].split()[1])
-    return pids
-
 
 class Proc(NamedTuple):
     cmdline: str
@@ -69,7 +53,7 @@ def processes(marker: str) -> dict[int, Proc]:
     """Live processes (not zombies) whose command line or working directory mentions
     `marker`, except this process and its parents. Replicas carry the workdir only as
     their cwd, NGINX workers too (their title is just 'nginx: worker process')."""
-    skip = _ancestors()
+    skip = ancestors()
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in skip:
@@ -222,7 +206,7 @@ def test_sigint_during_conformance_stops_everything(tmp_path):
         proc = subprocess.Popen([str(STICKLER), "conformance", "--balancer", "haproxy",
                                  "--report-dir", str(tmp_path / "r")], cwd=ROOT, env=_env(),
                                 stdout=o, stderr=e, stdin=subprocess.DEVNULL,
-                                preexec_fn=_default_sigint)
+                                preexec_fn=default_sigint)
     try:
         # Wait until this run is starting a cluster: its haproxy child, whose command line
         # names the config in a stickler-haproxy-* workdir, exists.

@@ -24,6 +24,7 @@ import pytest
 
 from harness.runtime import ProcessCluster, reaper
 from harness.topology import parse_topology
+from tests.procs import ancestors, default_sigint
 
 pytestmark = pytest.mark.integration
 
@@ -39,18 +40,6 @@ def topology(kind: str, replicas: int = 3, name: str = "itest-runtime"):
     return parse_topology(text, f"<{name}>")
 
 
-def _ancestors() -> set[int]:
-    """This process and its parents: their command lines may mention anything."""
-    pids, pid = set(), os.getpid()
-    while pid > 1 and pid not in pids:
-        pids.add(pid)
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            break
-        pid = int(stat[stat.rfind(")") + 2:].split()[1])
-    return pids
-
 
 def leftovers(marker: str) -> list[str]:
     """Live processes whose command line (or working directory) mentions `marker`.
@@ -59,7 +48,7 @@ def leftovers(marker: str) -> list[str]:
     cluster child runs in the cluster's workdir. Zombies and processes that vanish while
     being read are ignored; so are this process and its ancestors."""
     assert marker, "an empty marker would match everything"
-    skip = _ancestors()
+    skip = ancestors()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in skip:
@@ -267,11 +256,6 @@ SCRIPT = textwrap.dedent("""\
 """)
 
 
-def _default_sigint() -> None:
-    # A shell may start us with SIGINT ignored; Python then installs no KeyboardInterrupt
-    # handler in the child. Give it the disposition it has under an interactive terminal.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
 
 def read_json_line(proc: subprocess.Popen, stderr: Path, timeout: float = 30.0) -> dict:
     sel = selectors.DefaultSelector()
@@ -304,7 +288,7 @@ class ClusterScript:
         with self.stderr.open("wb") as err:
             self.proc = subprocess.Popen([sys.executable, str(script), kind], cwd=ROOT,
                                          stdout=subprocess.PIPE, stderr=err,
-                                         stdin=subprocess.DEVNULL, preexec_fn=_default_sigint)
+                                         stdin=subprocess.DEVNULL, preexec_fn=default_sigint)
         self.host = ""
         self.workdir = Path()
 
