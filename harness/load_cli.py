@@ -112,8 +112,6 @@ def cmd_load(args: argparse.Namespace) -> int:
             TextColumn("{task.fields[requests]} requests"), console=console,
             transient=True) as progress:
         task = progress.add_task("running", total=args.duration, requests=0)
-        if args.web:
-            console.print("Locust web UI: see the URL in the log below")
         original = list(cluster.replica_ids)
         result = run_load(cluster, profile, duration=args.duration, seed=seed, workdir=work,
                           processes=args.processes, faults=faults, web=args.web,

@@ -170,7 +170,7 @@ def _sessions(**fixed: Any):
         return plans.sessions(rng, p["sessions"], p["requests"], connection=p["connection"],
                               keep_cookies=p["keep_cookies"], header=header,
                               initial_cookies=cookies, first=p["first"], extra_headers=extra,
-                              **fixed)
+                              pause=(p["pause_after"], p["pause_s"]), **fixed)
     return build
 
 
@@ -184,7 +184,8 @@ def _same_prefix(rng: random.Random, p: dict, t: Topology) -> list[plans.Session
 
 _BASE = {"sessions": 24, "requests": 12, "connection": "new", "keep_cookies": True,
          "send_header": False, "forge": "", "first": "POST", "extra_header": "",
-         "skip_first": 0, "concurrency": 8, "down": "", "forge_cookie": ""}
+         "skip_first": 0, "concurrency": 8, "down": "", "forge_cookie": "",
+         "pause_after": 0, "pause_s": 0.0}
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("cookie-sessions",

@@ -51,6 +51,9 @@ def test_plans_are_seeded():
     assert plans.sessions(random.Random(1), 1, 1, first="GET")[0].steps[0].method == "GET"
     with pytest.raises(ValueError):
         plans.sessions(random.Random(1), 1, 1, connection="pipelined")
+    (paused,) = plans.sessions(random.Random(1), 1, 3, pause=(2, 1.5))
+    assert [s.method for s in paused.steps][2] == plans.PAUSE and paused.steps[2].path == "1.5"
+    assert len(paused.steps) == 4
 
 
 def test_history_roundtrip_and_bad_lines(tmp_path):

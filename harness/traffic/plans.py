@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 
 from harness.traffic.identity import client_address
 
+PAUSE = "PAUSE"  # a Step that sends nothing: the session waits `path` seconds
+
 
 @dataclass(frozen=True)
 class Step:
-    method: str
+    method: str  # an HTTP method, or PAUSE
     path: str
 
 
@@ -47,12 +49,21 @@ def shopper_steps(rng: random.Random, n: int, first: str = "POST") -> tuple[Step
     return tuple(steps)
 
 
+def _paused(steps: tuple[Step, ...], pause: tuple[int, float] | None) -> tuple[Step, ...]:
+    """Insert a pause of `pause[1]` seconds after the first `pause[0]` requests."""
+    if not pause or pause[1] <= 0:
+        return steps
+    at, seconds = pause
+    return (*steps[:at], Step(PAUSE, f"{seconds:g}"), *steps[at:])
+
+
 def sessions(rng: random.Random, count: int, length: int, *, prefix: str = "s",
              connection: str = "new", keep_cookies: bool = True,
              header: str | None = None, initial_cookies: dict[str, str] | None = None,
              same_prefix_group: int | None = None, first_group: int = 0,
              first: str = "POST",
-             extra_headers: dict[str, str] | None = None) -> list[SessionPlan]:
+             extra_headers: dict[str, str] | None = None,
+             pause: tuple[int, float] | None = None) -> list[SessionPlan]:
     """`count` sessions of `length` requests, each from its own /24 unless
     `same_prefix_group` puts them all in one /24 (varying only the last octet)."""
     if connection not in ("new", "keepalive"):
@@ -67,7 +78,7 @@ def sessions(rng: random.Random, count: int, length: int, *, prefix: str = "s",
         headers.update(extra_headers or {})
         plans.append(SessionPlan(
             user=f"{prefix}{i}", session=f"{prefix}{i}", client_ip=ip,
-            steps=shopper_steps(rng, length, first), keep_cookies=keep_cookies,
+            steps=_paused(shopper_steps(rng, length, first), pause), keep_cookies=keep_cookies,
             connection=connection, headers=headers,
             initial_cookies=dict(initial_cookies or {}),
         ))

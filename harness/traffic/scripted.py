@@ -17,7 +17,7 @@ from harness.history import RequestRecord
 from harness.runtime.net import ensure_loopback
 from harness.traffic.cookies import CookieJar
 from harness.traffic.observe import observe
-from harness.traffic.plans import SessionPlan
+from harness.traffic.plans import PAUSE, SessionPlan
 
 
 class Driver:
@@ -49,7 +49,12 @@ class Driver:
         records = []
         cart_expected = 0
         try:
-            for seq, step in enumerate(plan.steps):
+            seq = -1
+            for step in plan.steps:
+                if step.method == PAUSE:  # think time that matters (a TTL running out)
+                    time.sleep(float(step.path))
+                    continue
+                seq += 1
                 if conn is None or plan.connection == "new":
                     if conn:
                         conn.close()
