@@ -27,7 +27,8 @@ COOKIE_METRICS = ("cookie_reissued", "cookie_set_responses", "cookie_reached_app
 FIRST_METRICS = ("first_request_moved", "first_request_moved_share")
 REPLAY_METRICS = ("replayed_requests", "cache_hits", "cache_hit_share", "hits_with_src",
                   "cache_misses", "cache_bypasses", "max_misses_per_session",
-                  "replay_failed_deliveries", "preferred_unavailable", "post_on_leader_share")
+                  "replay_failed_deliveries", "preferred_unavailable", "post_on_leader_share",
+                  "on_move_target_after_move", "stale_share_after_move")
 REMAP_METRICS = ("remap_keys", "remapped_share", "moved_to_new", "moved_between_old",
                  "new_replica_share")
 DriveFn = Callable[[Cluster, list[plans.SessionPlan], Callable[[str], Driver]],
@@ -122,7 +123,31 @@ def _replay_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[st
         "preferred_unavailable": sum(1 for r in ok
                                      if _seen(r, "fly-preferred-instance-unavailable")),
         "post_on_leader_share": _leader_share(ok, t),
+        "on_move_target_after_move": _after_move(ok, p),
+        "stale_share_after_move": _stale_after_move(ok, p),
     }
+
+
+def _stale_after_move(ok: list[RequestRecord], p: dict) -> float:
+    """Of the sessions that really moved, the share whose next request still went first to
+    the replica they had left (it replayed them on: fly-replay-src names it). A cache entry
+    that survived the move sends every one there; without it they land anywhere."""
+    if not p.get("move_to"):
+        return 0.0
+    moved = stale = 0
+    for rs in m.group(ok).values():
+        by_seq = {r.seq: r for r in rs}
+        before, after = by_seq.get(p["move_at"] - 1), by_seq.get(p["move_at"] + 1)
+        if before and after and before.replica != p["move_to"]:
+            moved += 1
+            stale += _seen(after, "fly-replay-src").startswith(f"instance={before.replica};")
+    return stale / moved if moved else 0.0
+
+
+def _after_move(ok: list[RequestRecord], p: dict) -> float:
+    """Share of requests after a session's move (param move_at) served by move_to."""
+    after = [r for r in ok if p.get("move_to") and r.seq > p["move_at"]]
+    return sum(1 for r in after if r.replica == p["move_to"]) / len(after) if after else 0.0
 
 
 def _leader_share(ok: list[RequestRecord], t: Topology) -> float:
@@ -170,7 +195,8 @@ def _sessions(**fixed: Any):
         return plans.sessions(rng, p["sessions"], p["requests"], connection=p["connection"],
                               keep_cookies=p["keep_cookies"], header=header,
                               initial_cookies=cookies, first=p["first"], extra_headers=extra,
-                              pause=(p["pause_after"], p["pause_s"]), **fixed)
+                              pause=(p["pause_after"], p["pause_s"]),
+                              move=(p["move_at"], p["move_to"]), **fixed)
     return build
 
 
@@ -185,7 +211,7 @@ def _same_prefix(rng: random.Random, p: dict, t: Topology) -> list[plans.Session
 _BASE = {"sessions": 24, "requests": 12, "connection": "new", "keep_cookies": True,
          "send_header": False, "forge": "", "first": "POST", "extra_header": "",
          "skip_first": 0, "concurrency": 8, "down": "", "forge_cookie": "",
-         "pause_after": 0, "pause_s": 0.0}
+         "pause_after": 0, "pause_s": 0.0, "move_at": 0, "move_to": ""}
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("cookie-sessions",

@@ -34,8 +34,20 @@ def make_app(replica_id: str, session_cookie: str = "sid", affinity_cookie: str 
         """The blueprint's middleware: answer with fly-replay when another replica owns it."""
         if request.path == "/healthz" or "fly-replay-failed" in request.headers:
             return await handler(request)
-        target = replay_target(replay_mode, replica_id, request.method, request.cookies,
-                               session_cookie, peers, leader)
+        move_to = request.query.get("move_to")
+        if move_to and move_to != replica_id and replay_mode == "pin-cookie":
+            # The blueprint's app moving a session: replay to the new home and tell the proxy
+            # to forget the cached decision for it.
+            started["replays_issued"] += 1
+            return web.Response(status=307, text=f"moving to {move_to}\n", headers={
+                # `state` makes this replay uncacheable, so only the invalidation decides
+                # what the proxy remembers afterwards.
+                "fly-replay": f"instance={move_to};state=moved",
+                "fly-replay-cache": "invalidate",
+                "X-Replica": replica_id})
+        target = None if move_to == replica_id else replay_target(
+            replay_mode, replica_id, request.method, request.cookies, session_cookie, peers,
+            leader)
         if target is None:
             resp = await handler(request)
             if replay_mode == "pin-cookie":

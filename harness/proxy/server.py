@@ -120,9 +120,15 @@ class Proxy:
                 try:  # a cache hit never reaches the origin and carries no fly-replay-src
                     up = await self._send(hit.target, request.method, request.path_qs,
                                           {**headers, "fly-replay-cache-status": "hit"}, body)
-                    return self._respond(up, Route(hit.target, "replay-cache-hit"))
                 except (TimeoutError, aiohttp.ClientConnectionError) as exc:
                     self._mark_failed(hit.target, exc)
+                else:
+                    served = Route(hit.target, "replay-cache-hit")
+                    if replay_of(up) is None:
+                        return self._respond(up, served)
+                    # The cached target moved the session on (typically with an invalidate).
+                    return await self._replay(request, body, headers, up, served, host, rr,
+                                              None)
             cache_status = hit.status
 
         loop = asyncio.get_running_loop()

@@ -49,6 +49,17 @@ def shopper_steps(rng: random.Random, n: int, first: str = "POST") -> tuple[Step
     return tuple(steps)
 
 
+def _moved(steps: tuple[Step, ...], move: tuple[int, str] | None) -> tuple[Step, ...]:
+    """Ask the app (query move_to) to move the session to another replica at request n."""
+    if not move or not move[1] or move[0] >= len(steps):
+        return steps
+    at, target = move
+    step = steps[at]
+    joiner = "&" if "?" in step.path else "?"
+    return (*steps[:at], Step(step.method, f"{step.path}{joiner}move_to={target}"),
+            *steps[at + 1:])
+
+
 def _paused(steps: tuple[Step, ...], pause: tuple[int, float] | None) -> tuple[Step, ...]:
     """Insert a pause of `pause[1]` seconds after the first `pause[0]` requests."""
     if not pause or pause[1] <= 0:
@@ -63,7 +74,8 @@ def sessions(rng: random.Random, count: int, length: int, *, prefix: str = "s",
              same_prefix_group: int | None = None, first_group: int = 0,
              first: str = "POST",
              extra_headers: dict[str, str] | None = None,
-             pause: tuple[int, float] | None = None) -> list[SessionPlan]:
+             pause: tuple[int, float] | None = None,
+             move: tuple[int, str] | None = None) -> list[SessionPlan]:
     """`count` sessions of `length` requests, each from its own /24 unless
     `same_prefix_group` puts them all in one /24 (varying only the last octet)."""
     if connection not in ("new", "keepalive"):
@@ -78,7 +90,8 @@ def sessions(rng: random.Random, count: int, length: int, *, prefix: str = "s",
         headers.update(extra_headers or {})
         plans.append(SessionPlan(
             user=f"{prefix}{i}", session=f"{prefix}{i}", client_ip=ip,
-            steps=_paused(shopper_steps(rng, length, first), pause), keep_cookies=keep_cookies,
+            steps=_paused(_moved(shopper_steps(rng, length, first), move), pause),
+            keep_cookies=keep_cookies,
             connection=connection, headers=headers,
             initial_cookies=dict(initial_cookies or {}),
         ))
