@@ -28,7 +28,8 @@ FIRST_METRICS = ("first_request_moved", "first_request_moved_share")
 REPLAY_METRICS = ("replayed_requests", "cache_hits", "cache_hit_share", "hits_with_src",
                   "cache_misses", "cache_bypasses", "max_misses_per_session",
                   "replay_failed_deliveries", "preferred_unavailable", "post_on_leader_share",
-                  "on_move_target_after_move", "stale_share_after_move")
+                  "on_move_target_after_move", "stale_share_after_move",
+                  "replayed_elsewhere_share", "region_share")
 REMAP_METRICS = ("remap_keys", "remapped_share", "moved_to_new", "moved_between_old",
                  "new_replica_share")
 DriveFn = Callable[[Cluster, list[plans.SessionPlan], Callable[[str], Driver]],
@@ -125,7 +126,23 @@ def _replay_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[st
         "post_on_leader_share": _leader_share(ok, t),
         "on_move_target_after_move": _after_move(ok, p),
         "stale_share_after_move": _stale_after_move(ok, p),
+        "replayed_elsewhere_share": _replayed_elsewhere(ok),
+        "region_share": _region_share(ok, p, t),
     }
+
+
+def _replayed_elsewhere(ok: list[RequestRecord]) -> float:
+    """Of the replayed requests, the share served by another replica than the one that
+    asked for the replay (fly-replay-src names it)."""
+    replayed = [(r, _seen(r, "fly-replay-src")) for r in ok if _seen(r, "fly-replay-src")]
+    away = sum(1 for r, src in replayed if not src.startswith(f"instance={r.replica};"))
+    return away / len(replayed) if replayed else 0.0
+
+
+def _region_share(ok: list[RequestRecord], p: dict, t: Topology) -> float:
+    """Share of served requests on replicas labelled with region `p["region"]`."""
+    inside = {r.id for r in t.replicas if r.region == p.get("region")}
+    return sum(1 for r in ok if r.replica in inside) / len(ok) if ok and inside else 0.0
 
 
 def _stale_after_move(ok: list[RequestRecord], p: dict) -> float:
@@ -211,7 +228,7 @@ def _same_prefix(rng: random.Random, p: dict, t: Topology) -> list[plans.Session
 _BASE = {"sessions": 24, "requests": 12, "connection": "new", "keep_cookies": True,
          "send_header": False, "forge": "", "first": "POST", "extra_header": "",
          "skip_first": 0, "concurrency": 8, "down": "", "forge_cookie": "",
-         "pause_after": 0, "pause_s": 0.0, "move_at": 0, "move_to": ""}
+         "pause_after": 0, "pause_s": 0.0, "move_at": 0, "move_to": "", "region": ""}
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("cookie-sessions",

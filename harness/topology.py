@@ -185,6 +185,9 @@ def from_doc(doc: Doc) -> Topology:
             not (cache_ttl == 0 or cache_ttl >= 10):
         raise doc.error("app.replay_cache_ttl", "expected 0 (off) or at least 10 seconds")
     replay_options = app_raw.get("replay_options", "")
+    if replay_mode == "always" and not replay_options:
+        raise doc.error("app.replay_options", "replay_mode always needs the fly-replay to send, "
+                        "e.g. 'region=lhr' or 'elsewhere=true'")
     if not isinstance(replay_options, str) or not REPLAY_OPTIONS.match(replay_options):
         raise doc.error("app.replay_options", "expected fly-replay fields like "
                         "'timeout=500ms;fallback=prefer_self'")

@@ -6,6 +6,8 @@
 - `hash`: the blueprint's "determine target" variant: the session cookie is hashed onto the
   replicas (`peers`); a request for another replica's sessions is replayed there.
 - `leader`: writes (POST) go to one `leader` replica; reads are served where they land.
+- `always`: every request that was not replayed yet is answered with the topology's
+  `replay_options` as the whole fly-replay (e.g. `region=lhr` or `elsewhere=true`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 from harness.proxy.ring import HashRing
 
-MODES = ("", "pin-cookie", "hash", "leader")
+MODES = ("", "pin-cookie", "hash", "leader", "always")
 PIN_COOKIE = "fly-machine-id"
 
 

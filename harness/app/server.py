@@ -34,6 +34,12 @@ def make_app(replica_id: str, session_cookie: str = "sid", affinity_cookie: str 
         """The blueprint's middleware: answer with fly-replay when another replica owns it."""
         if request.path == "/healthz" or "fly-replay-failed" in request.headers:
             return await handler(request)
+        if replay_mode == "always":
+            if "fly-replay-src" in request.headers:
+                return await handler(request)
+            started["replays_issued"] += 1
+            return web.Response(status=307, text="replay\n", headers={
+                "fly-replay": replay_options, "X-Replica": replica_id})
         move_to = request.query.get("move_to")
         if move_to and move_to != replica_id and replay_mode == "pin-cookie":
             # The blueprint's app moving a session: replay to the new home and tell the proxy
