@@ -29,7 +29,7 @@ REPLAY_METRICS = ("replayed_requests", "cache_hits", "cache_hit_share", "hits_wi
                   "cache_misses", "cache_bypasses", "max_misses_per_session",
                   "replay_failed_deliveries", "preferred_unavailable", "post_on_leader_share",
                   "on_move_target_after_move", "stale_share_after_move",
-                  "replayed_elsewhere_share", "region_share")
+                  "replayed_elsewhere_share", "region_share", "replays_refused_too_large")
 REMAP_METRICS = ("remap_keys", "remapped_share", "moved_to_new", "moved_between_old",
                  "new_replica_share")
 DriveFn = Callable[[Cluster, list[plans.SessionPlan], Callable[[str], Driver]],
@@ -128,6 +128,10 @@ def _replay_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[st
         "stale_share_after_move": _stale_after_move(ok, p),
         "replayed_elsewhere_share": _replayed_elsewhere(ok),
         "region_share": _region_share(ok, p, t),
+        # The proxy's own answers by reason (X-Stickler-Route), for requests no replica served.
+        "replays_refused_too_large": sum(
+            1 for r in records if r.status == 413
+            and r.response_headers.get("x-stickler-route") == "replay-too-large"),
     }
 
 
@@ -213,7 +217,8 @@ def _sessions(**fixed: Any):
                               keep_cookies=p["keep_cookies"], header=header,
                               initial_cookies=cookies, first=p["first"], extra_headers=extra,
                               pause=(p["pause_after"], p["pause_s"]),
-                              move=(p["move_at"], p["move_to"]), **fixed)
+                              move=(p["move_at"], p["move_to"]), body_bytes=p["body_bytes"],
+                              **fixed)
     return build
 
 
@@ -228,7 +233,8 @@ def _same_prefix(rng: random.Random, p: dict, t: Topology) -> list[plans.Session
 _BASE = {"sessions": 24, "requests": 12, "connection": "new", "keep_cookies": True,
          "send_header": False, "forge": "", "first": "POST", "extra_header": "",
          "skip_first": 0, "concurrency": 8, "down": "", "forge_cookie": "",
-         "pause_after": 0, "pause_s": 0.0, "move_at": 0, "move_to": "", "region": ""}
+         "pause_after": 0, "pause_s": 0.0, "move_at": 0, "move_to": "", "region": "",
+         "body_bytes": 0}
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("cookie-sessions",

@@ -26,6 +26,7 @@ class SessionPlan:
     connection: str = "new"  # "new": a connection per request; "keepalive": one per session
     headers: dict[str, str] = field(default_factory=dict)  # sent on every request
     initial_cookies: dict[str, str] = field(default_factory=dict)  # e.g. a forged cookie
+    body_bytes: int = 0  # size of each POST body (an upload), zero bytes by default
 
 
 ITEMS = ("apple", "bread", "cheese", "dates", "eggs", "flour", "grapes", "honey")
@@ -75,7 +76,7 @@ def sessions(rng: random.Random, count: int, length: int, *, prefix: str = "s",
              first: str = "POST",
              extra_headers: dict[str, str] | None = None,
              pause: tuple[int, float] | None = None,
-             move: tuple[int, str] | None = None) -> list[SessionPlan]:
+             move: tuple[int, str] | None = None, body_bytes: int = 0) -> list[SessionPlan]:
     """`count` sessions of `length` requests, each from its own /24 unless
     `same_prefix_group` puts them all in one /24 (varying only the last octet)."""
     if connection not in ("new", "keepalive"):
@@ -93,6 +94,6 @@ def sessions(rng: random.Random, count: int, length: int, *, prefix: str = "s",
             steps=_paused(_moved(shopper_steps(rng, length, first), move), pause),
             keep_cookies=keep_cookies,
             connection=connection, headers=headers,
-            initial_cookies=dict(initial_cookies or {}),
+            initial_cookies=dict(initial_cookies or {}), body_bytes=body_bytes,
         ))
     return plans

@@ -98,7 +98,8 @@ class Driver:
         start = self.clock()
         for attempt in (1, 2):
             try:
-                conn.request(method, path, body=b"" if method == "POST" else None,
+                conn.request(method, path,
+                             body=b"u" * plan.body_bytes if method == "POST" else None,
                              headers=headers)
                 resp = conn.getresponse()
                 body = resp.read()
