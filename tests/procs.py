@@ -5,6 +5,13 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import NamedTuple
+
+
+class Proc(NamedTuple):
+    cmdline: str
+    cwd: str
+    ppid: int
 
 
 def ancestors() -> set[int]:
@@ -24,3 +31,29 @@ def default_sigint() -> None:
     """preexec_fn: a shell may start us with SIGINT ignored, and Python would then ignore
     Ctrl-C in the child; give it the disposition it has in an interactive terminal."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def processes(marker: str) -> dict[int, Proc]:
+    """Live processes (not zombies) whose command line or working directory mentions
+    `marker`, except this process and its parents. The cwd catches processes that rewrite
+    their title (`nginx: worker process`): every cluster child runs in the cluster's workdir."""
+    assert marker, "an empty marker would match everything"
+    skip = ancestors()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in skip:
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace").strip()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone already
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            cwd = ""
+        fields = stat[stat.rfind(")") + 2:].split()
+        if fields[0] != "Z" and (marker in cmdline or marker in cwd):
+            found[int(entry.name)] = Proc(cmdline, cwd, int(fields[1]))
+    return found

@@ -13,12 +13,11 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
 
 from harness.balancers import ADAPTERS
-from tests.procs import ancestors, default_sigint
+from tests.procs import Proc, default_sigint, processes
 
 pytestmark = pytest.mark.integration
 
@@ -41,37 +40,6 @@ def stickler(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([str(STICKLER), *args], cwd=ROOT, env=_env(), capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
-
-
-class Proc(NamedTuple):
-    cmdline: str
-    cwd: str
-    ppid: int
-
-
-def processes(marker: str) -> dict[int, Proc]:
-    """Live processes (not zombies) whose command line or working directory mentions
-    `marker`, except this process and its parents. Replicas carry the workdir only as
-    their cwd, NGINX workers too (their title is just 'nginx: worker process')."""
-    skip = ancestors()
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in skip:
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
-                errors="replace").strip()
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            cwd = ""
-        fields = stat[stat.rfind(")") + 2:].split()
-        if fields[0] != "Z" and (marker in cmdline or marker in cwd):
-            found[int(entry.name)] = Proc(cmdline, cwd, int(fields[1]))
-    return found
 
 
 def wait_no_new_processes(marker: str, before: dict[int, Proc],

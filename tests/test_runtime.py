@@ -24,7 +24,7 @@ import pytest
 
 from harness.runtime import ProcessCluster, reaper
 from harness.topology import parse_topology
-from tests.procs import ancestors, default_sigint
+from tests.procs import default_sigint, processes
 
 pytestmark = pytest.mark.integration
 
@@ -42,32 +42,8 @@ def topology(kind: str, replicas: int = 3, name: str = "itest-runtime"):
 
 
 def leftovers(marker: str) -> list[str]:
-    """Live processes whose command line (or working directory) mentions `marker`.
-
-    The cwd catches processes that rewrite their title (`nginx: worker process`); every
-    cluster child runs in the cluster's workdir. Zombies and processes that vanish while
-    being read are ignored; so are this process and its ancestors."""
-    assert marker, "an empty marker would match everything"
-    skip = ancestors()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in skip:
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
-                errors="replace").strip()
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # gone already
-        try:
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            cwd = ""
-        if stat[stat.rfind(")") + 2:].split()[0] == "Z":
-            continue
-        if marker in cmdline or marker in cwd:
-            found.append(f"{entry.name} {cmdline!r} (cwd {cwd})")
-    return found
+    """Live processes mentioning `marker` (command line or cwd), described for messages."""
+    return [f"{pid} {p.cmdline!r} (cwd {p.cwd})" for pid, p in processes(marker).items()]
 
 
 def wait_gone(marker: str, timeout: float = CLEANUP_DEADLINE) -> list[str]:

@@ -18,6 +18,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from harness.runtime.wait import pid_alive
+
 _lock = threading.Lock()
 _groups: set[int] = set()
 _dirs: set[Path] = set()
@@ -46,20 +48,10 @@ def sweep_stale_dirs(parent: Path | None = None) -> list[Path]:
             pid = int(owner.read_text().strip())
         except (OSError, ValueError):
             continue
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             shutil.rmtree(owner.parent, ignore_errors=True)
             removed.append(owner.parent)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def install() -> None:
