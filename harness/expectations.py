@@ -19,7 +19,8 @@ from harness.yamlsrc import Doc, load
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "expectations"
 OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
        ">": operator.gt, "<": operator.lt}
-CONDITION = re.compile(r"^\s*([a-z_0-9]+)\s*(>=|<=|==|!=|>|<)\s*(-?[0-9.]+)\s*$")
+# `<metric> <op> <number>`, or `<metric> <op> <metric>` (e.g. status_503 == failed_requests)
+CONDITION = re.compile(r"^\s*([a-z_0-9]+)\s*(>=|<=|==|!=|>|<)\s*(-?[0-9.]+|[a-z][a-z_0-9]*)\s*$")
 SOURCES = ("documented", "source-code", "observed", "differs-from-docs", "folklore-refuted",
            "folklore-confirmed")
 BEHAVIOUR_KEYS = ("id", "title", "modes", "when", "suite", "scenario", "params", "assert",
@@ -31,21 +32,34 @@ CITATION_KEYS = ("document", "url", "quote")
 class Condition:
     metric: str
     op: str
-    value: float
+    value: float | str  # a number, or the name of another metric
+
+    def bound(self, metrics: dict[str, float]) -> float:
+        return metrics[self.value] if isinstance(self.value, str) else self.value
 
     def holds(self, metrics: dict[str, float]) -> bool:
-        return OPS[self.op](metrics[self.metric], self.value)
+        return OPS[self.op](metrics[self.metric], self.bound(metrics))
+
+    def measured(self, metrics: dict[str, float]) -> str:
+        """What the run measured, for a failure message."""
+        extra = f", {self.value} {metrics[self.value]:g}" if isinstance(self.value, str) else ""
+        return f"measured {metrics[self.metric]:g}{extra}"
+
+    def metrics(self) -> tuple[str, ...]:
+        return (self.metric, self.value) if isinstance(self.value, str) else (self.metric,)
 
     def __str__(self) -> str:
-        return f"{self.metric} {self.op} {self.value:g}"
+        value = self.value if isinstance(self.value, str) else f"{self.value:g}"
+        return f"{self.metric} {self.op} {value}"
 
 
 def parse_condition(text: str) -> Condition:
     match = CONDITION.match(text)
     if not match:
-        raise ValueError(f"expected '<metric> <op> <number>' with op one of "
-                         f"{', '.join(OPS)}, got {text!r}")
-    return Condition(match[1], match[2], float(match[3]))
+        raise ValueError(f"expected '<metric> <op> <number>' (or '<metric> <op> <metric>') "
+                         f"with op one of {', '.join(OPS)}, got {text!r}")
+    value = match[3]
+    return Condition(match[1], match[2], value if value[0].isalpha() else float(value))
 
 
 @dataclass(frozen=True)
@@ -68,7 +82,10 @@ class Expectation:
     line: int | None = None
 
     def applies_to(self, mode: str, options: dict[str, Any]) -> bool:
-        return mode in self.modes and all(options.get(k) == v for k, v in self.when.items())
+        def same(have: Any, want: Any) -> bool:  # a list in YAML, a tuple in a topology
+            return have == (tuple(want) if isinstance(want, list) else want)
+
+        return mode in self.modes and all(same(options.get(k), v) for k, v in self.when.items())
 
 
 def _expectation(doc: Doc, i: int, item: Any, kind: str) -> Expectation:
@@ -99,9 +116,10 @@ def _expectation(doc: Doc, i: int, item: Any, kind: str) -> Expectation:
             cond = parse_condition(str(text))
         except ValueError as exc:
             raise doc.error(f"{path}.assert[{j}]", str(exc)) from None
-        if cond.metric not in scenario.metrics:
-            raise doc.error(f"{path}.assert[{j}]", f"scenario {scenario.name} has no metric "
-                            f"{cond.metric!r}; it has: {', '.join(scenario.metrics)}")
+        for metric in cond.metrics():
+            if metric not in scenario.metrics:
+                raise doc.error(f"{path}.assert[{j}]", f"scenario {scenario.name} has no "
+                                f"metric {metric!r}; it has: {', '.join(scenario.metrics)}")
         conditions.append(cond)
     if item["source"] not in SOURCES:
         raise doc.error(f"{path}.source", f"expected one of: {', '.join(SOURCES)}")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.analysis import metrics as m
+from harness.failover_scenarios import FAILOVER_SCENARIOS
 from harness.history import RequestRecord
 from harness.load_scenarios import LOAD_SCENARIOS
 from harness.outcome import SUMMARY_METRICS, Outcome
@@ -279,3 +280,4 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
 )}
 
 SCENARIOS.update({s.name: s for s in LOAD_SCENARIOS})
+SCENARIOS.update({s.name: s for s in FAILOVER_SCENARIOS})

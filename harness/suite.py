@@ -64,7 +64,10 @@ def generate_cases(metafunc: pytest.Metafunc, suite: str) -> None:
     if "case" not in metafunc.fixturenames:
         return
     cases, ids = [], []
+    explicit = bool(metafunc.config.getoption("--topology"))
     for topology in selected_topologies(metafunc.config):
+        if not (explicit or topology.in_suite(suite)):
+            continue  # a sample made for other suites; --topology FILE runs it anyway
         options = {**topology.as_claimed().options,
                    **{f"health_check.{k}": v for k, v in topology.health_check.items()},
                    **{f"app.{k}": v for k, v in topology.app.__dict__.items()}}

@@ -13,11 +13,12 @@ from types import MappingProxyType
 from typing import Any
 
 from harness.app.replay import MODES as REPLAY_MODES
-from harness.balancers import ADAPTERS
+from harness.balancers import ADAPTERS, Choice, option_default
 from harness.yamlsrc import Doc, load, parse
 
 REPLICA_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
-TOP_KEYS = ("name", "description", "balancer", "replicas", "app", "expect")
+TOP_KEYS = ("name", "description", "balancer", "replicas", "app", "expect", "suites")
+SUITE_NAME = re.compile(r"^[a-z][a-z_]{0,40}$")
 BALANCER_KEYS = ("kind", "mode", "options", "health_check")
 APP_KEYS = ("session_cookie", "affinity_cookie", "replay_mode", "leader", "replay_cache_ttl",
             "replay_options")
@@ -57,6 +58,7 @@ class Topology:
     expect: str = ""  # the mode whose expectations judge this topology; default: `mode`
     source: str | None = None
     description: str = ""
+    suites: tuple[str, ...] = ()  # the suites that judge it by default; empty: every suite
 
     @property
     def replica_ids(self) -> list[str]:
@@ -70,7 +72,8 @@ class Topology:
         this topology's own, so checks measure e.g. the cookie the claimed mode would set."""
         if self.expect == self.mode:
             return self
-        defaults = ADAPTERS[self.kind].modes[self.expect].options
+        defaults = {k: option_default(v)
+                    for k, v in ADAPTERS[self.kind].modes[self.expect].options.items()}
         return Topology(**{**self.__dict__,
                            "options": MappingProxyType({**defaults, **self.options})})
 
@@ -79,20 +82,50 @@ class Topology:
         return {
             "name": self.name,
             "source": self.source,
-            "balancer": {"kind": self.kind, "mode": self.mode, "options": dict(self.options),
+            "balancer": {"kind": self.kind, "mode": self.mode,
+                         "options": {k: list(v) if isinstance(v, tuple) else v
+                                     for k, v in self.options.items()},
                          "health_check": dict(self.health_check)},
             "replicas": [{"id": r.id, "region": r.region} for r in self.replicas],
             "app": dict(self.app.__dict__),
             "expect": self.expect,
+            "suites": list(self.suites),
         }
+
+    def in_suite(self, suite: str) -> bool:
+        return not self.suites or suite in self.suites
 
 
 def _choices(values: Any) -> str:
     return ", ".join(sorted(values)) or "(none)"
 
 
+def _chosen(doc: Doc, path: str, value: Any, choice: Choice) -> Any:
+    """Check `value` is one of the choice's values (a list of them, if `multiple`)."""
+    allowed = ", ".join(choice.values)
+    if not choice.multiple:
+        if not isinstance(value, str) or value not in choice.values:
+            raise doc.error(path, f"expected one of: {allowed or repr('')}, got {value!r}")
+        return value
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise doc.error(path, f"expected a non-empty list of: {allowed}, got {value!r}")
+    for i, item in enumerate(items):
+        if item not in choice.values:
+            hint = (" (YAML reads unquoted off/on/yes/no as booleans: quote it, 'off')"
+                    if isinstance(item, bool) else "")
+            raise doc.error(f"{path}[{i}]", f"expected one of: {allowed}, got {item!r}{hint}")
+        if item in choice.alone and len(items) > 1:
+            raise doc.error(f"{path}[{i}]", f"{item!r} cannot be combined with other values")
+    if len(set(items)) != len(items):
+        raise doc.error(path, f"duplicate values in {items!r}")
+    return tuple(items)
+
+
 def _typed(doc: Doc, path: str, value: Any, default: Any) -> Any:
-    """Check `value` has the type of `default` (bool, int or str)."""
+    """Check `value` has the type of `default` (bool, int or str), or is one of a Choice's."""
+    if isinstance(default, Choice):
+        return _chosen(doc, path, value, default)
     kind = type(default)
     ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
     if not ok:
@@ -108,7 +141,7 @@ def _typed(doc: Doc, path: str, value: Any, default: Any) -> Any:
 def _options(doc: Doc, given: Any, defaults: Mapping[str, Any], path: str) -> dict[str, Any]:
     what = "option" if path.endswith("options") else "key"
     given = doc.mapping(given or {}, path, defaults, what)
-    return {k: (_typed(doc, f"{path}.{k}", given[k], d) if k in given else d)
+    return {k: (_typed(doc, f"{path}.{k}", given[k], d) if k in given else option_default(d))
             for k, d in defaults.items()}
 
 
@@ -195,6 +228,10 @@ def from_doc(doc: Doc) -> Topology:
     if expect not in adapter.modes:
         raise doc.error("expect", f"unknown mode {expect!r} for {kind}; expected one of: "
                         f"{_choices(adapter.modes)}")
+    suites = data.get("suites", [])
+    if not isinstance(suites, list) or not all(isinstance(x, str) and SUITE_NAME.match(x)
+                                                 for x in suites):
+        raise doc.error("suites", "expected a list of suite names, e.g. [failover]")
     name = data.get("name") or Path(doc.file).stem
     if not isinstance(name, str):
         raise doc.error("name", f"expected a string, got {name!r}")
@@ -210,6 +247,7 @@ def from_doc(doc: Doc) -> Topology:
         expect=expect,
         source=doc.file,
         description=str(data.get("description", "")),
+        suites=tuple(suites),
     )
 
 

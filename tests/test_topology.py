@@ -58,7 +58,7 @@ def test_as_claimed_uses_the_claimed_modes_options():
     ("balancer: {kind: nginx, mode: ip-hash}\nreplicas: 3\ncolour: red\n", 3, "colour",
      ["unknown key"]),
     ("balancer:\n  kind: nginx\n  mode: ip-hash\n  options:\n    cookie: x\nreplicas: 3\n", 5,
-     "balancer.options.cookie", ["(none)"]),
+     "balancer.options.cookie", ["unknown option 'cookie'", "next_upstream"]),
     ("balancer:\n  kind: haproxy\n  mode: cookie-insert\n  options:\n    indirect: 'yes'\n"
      "replicas: 2\n", 5, "balancer.options.indirect", ["expected bool"]),
     ("balancer:\n  kind: haproxy\n  mode: cookie-insert\n  options:\n    cookie: 'a;b'\n"

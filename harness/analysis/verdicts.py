@@ -32,7 +32,7 @@ def judge(conditions: tuple[Condition, ...] | list[Condition], metrics: dict[str
         return Verdict(UNKNOWN, samples, reason=f"the balancer reported "
                        f"{metrics['client_ip_mismatches']:g} requests as coming from another "
                        f"address than the harness sent them from; address checks are void")
-    failed = [f"{c} (measured {metrics[c.metric]:g})" for c in conditions
+    failed = [f"{c} ({c.measured(metrics)})" for c in conditions
               if not c.holds(metrics)]
     if failed:
         return Verdict(FAIL, samples, failed, reason="; ".join(failed))

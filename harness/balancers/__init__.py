@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.balancers.base import Adapter, Endpoint, Layout, ModeSpec
+from harness.balancers.base import Adapter, Choice, Endpoint, Layout, ModeSpec, option_default
 from harness.balancers.haproxy import HAProxy
 from harness.balancers.nginx import Nginx
 from harness.balancers.reference import Reference
@@ -14,4 +14,5 @@ def get_adapter(kind: str) -> Adapter:
     return ADAPTERS[kind]
 
 
-__all__ = ["ADAPTERS", "Adapter", "Endpoint", "Layout", "ModeSpec", "get_adapter"]
+__all__ = ["ADAPTERS", "Adapter", "Choice", "Endpoint", "Layout", "ModeSpec", "get_adapter",
+           "option_default"]

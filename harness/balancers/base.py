@@ -21,6 +21,23 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "fixtures" / "balancers"
 
 
 @dataclass(frozen=True)
+class Choice:
+    """An option whose value is one of `values` (or, with `multiple`, a list of them).
+
+    Topologies hold the chosen value itself (a str, or a tuple of str), never the Choice."""
+
+    default: str | tuple[str, ...]
+    values: tuple[str, ...]
+    multiple: bool = False
+    alone: tuple[str, ...] = ()  # values that cannot be combined with others (NGINX `off`)
+
+
+def option_default(value: Any) -> Any:
+    """The plain default of an option spec (a Choice's default, or the value itself)."""
+    return value.default if isinstance(value, Choice) else value
+
+
+@dataclass(frozen=True)
 class ModeSpec:
     """One affinity mode: its options with their defaults, and what it needs of the app."""
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from harness.balancers.base import Adapter, Layout, ModeSpec
+from harness.balancers.base import Adapter, Choice, Layout, ModeSpec
 
-# Options every HAProxy mode accepts (the failover behaviour of the backend).
-COMMON = {"redispatch": False, "retries": 3}
+# Options every HAProxy mode accepts: the failover behaviour of the backend. Timeouts of 0
+# keep the defaults section's (connect 2s, server 30s).
+COMMON = {"redispatch": False, "retries": 3, "persist": False, "connect_timeout_ms": 0,
+          "server_timeout_ms": 0,
+          "on_marked_down": Choice("", ("", "shutdown-sessions"))}
 
 
 def _mode(summary: str, options: dict | None = None, **app: str) -> ModeSpec:

@@ -7,7 +7,24 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from harness.balancers.base import Adapter, Layout, ModeSpec
+from harness.balancers.base import Adapter, Choice, Layout, ModeSpec
+
+# Options every NGINX mode accepts: when a request is passed to the next server, and the
+# proxy timeouts (0 keeps NGINX's default of 60 s).
+NEXT_UPSTREAM_CASES = ("error", "timeout", "invalid_header", "http_500", "http_502", "http_503",
+                       "http_504", "http_403", "http_404", "http_429", "non_idempotent", "off")
+COMMON = {
+    "next_upstream": Choice(("error", "timeout"), NEXT_UPSTREAM_CASES, multiple=True,
+                            alone=("off",)),
+    "next_upstream_tries": 0,
+    "next_upstream_timeout_ms": 0,
+    "connect_timeout_ms": 0,
+    "read_timeout_ms": 0,
+}
+
+
+def _mode(summary: str, options: dict | None = None) -> ModeSpec:
+    return ModeSpec(summary, {**(options or {}), **COMMON})
 
 
 class Nginx(Adapter):
@@ -18,12 +35,12 @@ class Nginx(Adapter):
     config_name = "nginx.conf"
     reload_signal = signal.SIGHUP
     modes = {
-        "roundrobin": ModeSpec("default weighted round robin (the baseline)"),
-        "ip-hash": ModeSpec("ip_hash: key is the first three octets of an IPv4 address"),
-        "cookie-hash": ModeSpec("hash $cookie_<name> [consistent]",
-                                {"cookie": "sid", "consistent": True}),
-        "header-hash": ModeSpec("hash $http_<name> [consistent]",
-                                {"header": "X-Session-Id", "consistent": True}),
+        "roundrobin": _mode("default weighted round robin (the baseline)"),
+        "ip-hash": _mode("ip_hash: key is the first three octets of an IPv4 address"),
+        "cookie-hash": _mode("hash $cookie_<name> [consistent]",
+                             {"cookie": "sid", "consistent": True}),
+        "header-hash": _mode("hash $http_<name> [consistent]",
+                             {"header": "X-Session-Id", "consistent": True}),
     }
     # NGINX open source has passive checks only: max_fails failures within fail_timeout.
     health_check_keys = {"enabled": True, "max_fails": 1, "fail_timeout_s": 10}

@@ -11,6 +11,7 @@ import http.client
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from harness.history import RequestRecord
@@ -18,6 +19,16 @@ from harness.runtime.net import ensure_loopback
 from harness.traffic.cookies import CookieJar
 from harness.traffic.observe import observe
 from harness.traffic.plans import PAUSE, SessionPlan
+
+
+@dataclass
+class SessionCarry:
+    """What a user keeps between phases of one session (cookies, the cart they expect, the
+    next request number), so a scenario can drive a session in phases around a fault."""
+
+    jar: CookieJar = field(default_factory=CookieJar)
+    cart_expected: int = 0
+    next_seq: int = 0
 
 
 class Driver:
@@ -36,20 +47,27 @@ class Driver:
         self.timeout = timeout
         self.concurrency = concurrency
 
-    def run(self, plans: list[SessionPlan]) -> list[RequestRecord]:
-        """Run every plan; the records come back grouped by session, in plan order."""
+    def run(self, plans: list[SessionPlan],
+            carry: dict[str, SessionCarry] | None = None) -> list[RequestRecord]:
+        """Run every plan; the records come back grouped by session, in plan order.
+
+        With `carry`, each session continues from (and updates) its entry there."""
+        carries = [carry.setdefault(p.session, SessionCarry(CookieJar(dict(p.initial_cookies))))
+                   if carry is not None else None for p in plans]
         with ThreadPoolExecutor(max_workers=max(1, self.concurrency),
                                 thread_name_prefix="stickler-driver") as pool:
-            results = list(pool.map(self.run_session, plans))
+            results = list(pool.map(self.run_session, plans, carries))
         return [record for session in results for record in session]
 
-    def run_session(self, plan: SessionPlan) -> list[RequestRecord]:
-        jar = CookieJar(dict(plan.initial_cookies))
+    def run_session(self, plan: SessionPlan,
+                    carry: SessionCarry | None = None) -> list[RequestRecord]:
+        carry = carry or SessionCarry(CookieJar(dict(plan.initial_cookies)))
+        jar = carry.jar
         conn: http.client.HTTPConnection | None = None
         records = []
-        cart_expected = 0
+        cart_expected = carry.cart_expected
         try:
-            seq = -1
+            seq = carry.next_seq - 1
             for step in plan.steps:
                 if step.method == PAUSE:  # think time that matters (a TTL running out)
                     time.sleep(float(step.path))
@@ -72,6 +90,7 @@ class Driver:
         finally:
             if conn:
                 conn.close()
+            carry.cart_expected, carry.next_seq = cart_expected, seq + 1
         return records
 
     def _connect(self, client_ip: str) -> http.client.HTTPConnection:

@@ -1,0 +1,144 @@
+"""The failover scenario: kill or hang the replica most sessions are pinned to, keep the
+sessions going, bring the replica back, and see what the users got.
+
+Each session runs in three phases with its cookies and cart carried across (the scripted
+driver's SessionCarry): `before` pins it, then the fault hits the replica most sessions are
+pinned to, `during` keeps sending (one request every `interval_s`), then the replica is
+restarted (kill: empty memory) or resumed (pause: memory intact), and after `settle_s`
+`back` shows whether the sessions return to it. Only the Cluster protocol is used, so the
+scenario runs on any runtime. Metrics: harness/analysis/failover.py.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from harness.analysis import failover as fm
+from harness.analysis import metrics as m
+from harness.history import FaultRecord, RequestRecord
+from harness.outcome import SUMMARY_METRICS, Outcome
+from harness.runtime.cluster import Cluster
+from harness.topology import Topology
+from harness.traffic import plans
+from harness.traffic.identity import client_address
+from harness.traffic.scripted import Driver, SessionCarry
+
+FAULTS = {"kill": "restart", "pause": "resume"}  # fault -> its default recovery
+RECOVERIES = ("", "restart", "resume")
+FIRSTS = ("any", "GET", "POST")
+# Modes in which the balancer itself sets an affinity cookie naming the replica.
+COOKIE_MODES = ("cookie-insert", "cookie-prefix", "cookie-rewrite", "cookie")
+
+
+def phase_steps(rng: random.Random, count: int, interval_s: float,
+                first: str = "any") -> tuple[plans.Step, ...]:
+    """`count` shopper requests `interval_s` apart; `first` fixes the first one's method."""
+    if first not in FIRSTS:
+        raise ValueError(f"first must be one of {', '.join(FIRSTS)}, got {first!r}")
+    start = first if first != "any" else rng.choice(("GET", "POST"))
+    steps: list[plans.Step] = []
+    for step in plans.shopper_steps(rng, count, start):
+        if steps and interval_s > 0:
+            steps.append(plans.Step(plans.PAUSE, f"{interval_s:g}"))
+        steps.append(step)
+    return tuple(steps)
+
+
+def phase_plans(rng: random.Random, p: dict[str, Any]) -> dict[str, list[plans.SessionPlan]]:
+    """The sessions' plans for each phase (pure, seeded): same users, addresses and
+    connection style in all three; the before phase starts by adding to the cart."""
+    users = [(f"f{i}", client_address(i, host=rng.randint(1, 254)))
+             for i in range(p["sessions"])]
+
+    def make(count: int, first: str) -> list[plans.SessionPlan]:
+        return [plans.SessionPlan(user=u, session=u, client_ip=ip,
+                                  steps=phase_steps(rng, count, p["interval_s"], first),
+                                  connection=p["connection"]) for u, ip in users]
+
+    return {fm.BEFORE: make(p["before"], "POST"), fm.DURING: make(p["during"], p["first_during"]),
+            fm.BACK: make(p["back"], "any")}
+
+
+def affinity_cookie(topology: Topology) -> str:
+    return topology.options.get("cookie", "") if topology.mode in COOKIE_MODES else ""
+
+
+@dataclass(frozen=True)
+class FailoverScenario:
+    name: str
+    summary: str
+    params: dict[str, Any]
+    metrics: tuple[str, ...]
+    key: str = "session"
+
+    def run(self, cluster: Cluster, topology: Topology, rng: random.Random,
+            params: dict[str, Any], sink: Callable[[Any], None] | None = None,
+            check: str = "") -> Outcome:
+        p = {**self.params, **params}
+        if p["fault"] not in FAULTS or p["recover"] not in RECOVERIES:
+            raise ValueError(f"fault must be one of {', '.join(FAULTS)} and recover one of "
+                             f"{', '.join(RECOVERIES)}; got {p['fault']!r}, {p['recover']!r}")
+        recover = p["recover"] or FAULTS[p["fault"]]
+        phases = phase_plans(rng, p)
+        t0 = time.monotonic()
+        carry: dict[str, SessionCarry] = {}
+        records: list[RequestRecord] = []
+
+        def now() -> float:
+            return time.monotonic() - t0
+
+        def drive(suffix: str) -> list[RequestRecord]:
+            driver = Driver(cluster.url, scenario=self.name + suffix, check=check, sink=sink,
+                            t0=t0, timeout=p["client_timeout_s"],
+                            concurrency=len(phases[suffix]))
+            out = driver.run(phases[suffix], carry)
+            records.extend(out)
+            return out
+
+        def event(op: str, began: float) -> float:
+            record = FaultRecord(t=now(), op=op, target=target, began=began)
+            if sink:
+                sink(record)
+            return record.t
+
+        target = fm.choose_target(fm.pinned(drive(fm.BEFORE)))
+        began = now()
+        getattr(cluster, p["fault"])(target)
+        pending = True  # the cluster must be put back, whatever happens next
+        try:
+            fault_t = event(p["fault"], began)
+            drive(fm.DURING)
+            began = now()
+            getattr(cluster, recover)(target)
+            pending = False
+            recover_t = event(recover, began)
+            time.sleep(p["settle_s"])  # the balancer's own timer (rise, fail_timeout) runs
+            drive(fm.BACK)
+        finally:
+            if pending:
+                getattr(cluster, recover)(target)
+        window = fm.FaultWindow(target, fault_t, recover_t)
+        values = m.summarize(records, self.key)
+        values.update(fm.failover_metrics(records, window, affinity_cookie(topology)))
+        evidence = [f"{p['fault']} {target} at {fault_t:.2f} s, {recover} at {recover_t:.2f} s; "
+                    f"answers per phase (before | during | back; '!' = state lost):",
+                    *fm.session_paths(records, window)]
+        return Outcome(records, values, self.key, evidence)
+
+
+_BASE = {"sessions": 9, "before": 3, "during": 8, "back": 5, "interval_s": 0.25,
+         "fault": "kill", "recover": "", "settle_s": 1.0, "first_during": "any",
+         "connection": "new", "client_timeout_s": 10.0}
+
+FAILOVER_SCENARIOS = (
+    FailoverScenario(
+        "failover",
+        "9 sessions pinned, then the replica most of them are on is killed (or paused, "
+        "`fault: pause`) while they keep sending; then restarted (or resumed) and, after "
+        "`settle_s`, the sessions send again",
+        dict(_BASE), SUMMARY_METRICS + fm.FAILOVER_METRICS),
+)
