@@ -91,6 +91,24 @@ def test_good_file_loads(tmp_path):
     assert e.id == "haproxy.x" and e.line == 3 and e.scenario in SCENARIOS
 
 
+def test_conditions_between_two_metrics():
+    cond = parse_condition("status_503 == failed_requests")
+    assert cond.value == "failed_requests" and str(cond) == "status_503 == failed_requests"
+    assert cond.holds({"status_503": 4, "failed_requests": 4})
+    v = judge((cond,), {"judged_requests": 9, "requests": 9, "errors": 0, "status_503": 2,
+                        "failed_requests": 3}, 1)
+    assert v.verdict == FAIL
+    assert v.failed == ["status_503 == failed_requests (measured 2, failed_requests 3)"]
+
+
+def test_condition_naming_an_unknown_metric_names_the_line(tmp_path):
+    path = tmp_path / "haproxy.yaml"
+    path.write_text(GOOD.replace("[min_stickiness < 1]", "[min_stickiness < stickyness]"))
+    with pytest.raises(InputError) as info:
+        load_expectations(path)
+    assert info.value.line == 7 and "no metric 'stickyness'" in str(info.value)
+
+
 def test_verdicts():
     conds = (parse_condition("min_stickiness == 1"), parse_condition("state_losses == 0"))
     good = {"judged_requests": 200, "requests": 200, "errors": 0, "min_stickiness": 1.0,

@@ -35,6 +35,10 @@ def render(text: str, tmp_path: Path) -> str:
     ("source-consistent", "", ["balance source", "hash-type consistent"]),
     ("header", "{header: X-User}", ["balance hdr(X-User)"]),
     ("roundrobin", "{redispatch: true, retries: 1}", ["option redispatch", "retries 1"]),
+    ("cookie-insert", "{persist: true, connect_timeout_ms: 500, server_timeout_ms: 5000}",
+     ["    option persist", "    timeout connect 500ms", "    timeout server 5000ms"]),
+    ("source", "{on_marked_down: shutdown-sessions}",
+     ["server r2 127.0.0.1:18082 on-marked-down shutdown-sessions"]),
 ])
 def test_haproxy_modes(mode, options, expected, tmp_path):
     opts = f", options: {options}" if options else ""
@@ -68,6 +72,33 @@ def test_nginx_modes(mode, options, expected, tmp_path):
     # The balancing method must precede keepalive (nginx before 1.29.7 requires it).
     if mode != "roundrobin":
         assert config.index(expected[0]) < config.index("keepalive")
+
+
+def test_haproxy_failover_options_off_by_default(tmp_path):
+    config = render("balancer: {kind: haproxy, mode: cookie-insert}\nreplicas: 2\n", tmp_path)
+    backend = config.split("backend be_app")[1]
+    for absent in ("option persist", "timeout", "on-marked-down"):
+        assert absent not in backend
+
+
+@pytest.mark.parametrize("options, expected, absent", [
+    ("", ["proxy_next_upstream error timeout;", "proxy_next_upstream_tries 0;",
+          "proxy_next_upstream_timeout 0ms;"], ["proxy_read_timeout", "proxy_connect_timeout"]),
+    ("{next_upstream: ['off']}", ["proxy_next_upstream off;"], []),
+    ("{next_upstream: [error, timeout, non_idempotent], next_upstream_tries: 2, "
+     "next_upstream_timeout_ms: 3000, connect_timeout_ms: 250, read_timeout_ms: 1500}",
+     ["proxy_next_upstream error timeout non_idempotent;", "proxy_next_upstream_tries 2;",
+      "proxy_next_upstream_timeout 3000ms;", "proxy_connect_timeout 250ms;",
+      "proxy_read_timeout 1500ms;"], []),
+])
+def test_nginx_failover_options(options, expected, absent, tmp_path):
+    opts = f", options: {options}" if options else ""
+    config = render(f"balancer: {{kind: nginx, mode: ip-hash{opts}}}\nreplicas: 2\n",
+                    tmp_path)
+    for line in expected:
+        assert line in config
+    for line in absent:
+        assert line not in config
 
 
 def test_nginx_passive_health_checks(tmp_path):

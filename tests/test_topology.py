@@ -74,6 +74,25 @@ def test_as_claimed_uses_the_claimed_modes_options():
     ("balancer: {kind: haproxy, mode: source}\nreplicas: 2\nreplicas: 3\n", 3, "replicas",
      ["duplicate key"]),
     ("balancer: {kind: haproxy, mode: [source\nreplicas: 2\n", 2, None, ["not valid YAML"]),
+    ("balancer:\n  kind: haproxy\n  mode: cookie-insert\n  options:\n"
+     "    on_marked_down: shutdown\nreplicas: 2\n", 5, "balancer.options.on_marked_down",
+     ["expected one of", "shutdown-sessions"]),
+    ("balancer:\n  kind: haproxy\n  mode: source\n  options:\n    persist: 1\n"
+     "replicas: 2\n", 5, "balancer.options.persist", ["expected bool"]),
+    ("balancer:\n  kind: haproxy\n  mode: source\n  options:\n    server_timeout_ms: -5\n"
+     "replicas: 2\n", 5, "balancer.options.server_timeout_ms", ["non-negative"]),
+    ("balancer:\n  kind: nginx\n  mode: ip-hash\n  options:\n    next_upstream:\n"
+     "      - error\n      - http_555\nreplicas: 2\n", 7, "balancer.options.next_upstream[1]",
+     ["expected one of", "non_idempotent"]),
+    ("balancer:\n  kind: nginx\n  mode: ip-hash\n  options:\n    next_upstream: [off]\n"
+     "replicas: 2\n", 5, "balancer.options.next_upstream[0]", ["quote it"]),
+    ("balancer:\n  kind: nginx\n  mode: ip-hash\n  options:\n"
+     "    next_upstream: [error, 'off']\nreplicas: 2\n", 5,
+     "balancer.options.next_upstream[1]", ["cannot be combined"]),
+    ("balancer:\n  kind: nginx\n  mode: ip-hash\n  options:\n    next_upstream: []\n"
+     "replicas: 2\n", 5, "balancer.options.next_upstream", ["non-empty list"]),
+    ("balancer: {kind: nginx, mode: ip-hash}\nreplicas: 2\nsuites: failover\n", 3, "suites",
+     ["list of suite names"]),
 ])
 def test_errors_name_file_line_and_key(text, line, key, words):
     with pytest.raises(InputError) as info:
@@ -117,3 +136,19 @@ def test_any_document_loads_or_gives_an_input_error(value):
         parse_topology(text, "fuzz.yaml")
     except InputError as err:
         assert str(err).startswith("fuzz.yaml")
+
+
+def test_failover_options_and_suites():
+    t = parse_topology("balancer:\n  kind: nginx\n  mode: ip-hash\n  options:\n"
+                       "    next_upstream: [error, timeout, non_idempotent]\n"
+                       "    read_timeout_ms: 1500\nreplicas: 2\nsuites: [failover]\n")
+    assert t.options["next_upstream"] == ("error", "timeout", "non_idempotent")
+    assert t.options["read_timeout_ms"] == 1500 and t.options["connect_timeout_ms"] == 0
+    assert t.in_suite("failover") and not t.in_suite("stickiness")
+    assert t.to_dict()["balancer"]["options"]["next_upstream"] == [
+        "error", "timeout", "non_idempotent"]
+    default = parse_topology("balancer: {kind: nginx, mode: roundrobin}\nreplicas: 2\n")
+    assert default.options["next_upstream"] == ("error", "timeout")
+    assert default.in_suite("stickiness") and default.in_suite("failover")
+    h = parse_topology("balancer: {kind: haproxy, mode: source}\nreplicas: 2\n")
+    assert h.options["on_marked_down"] == "" and h.options["persist"] is False
