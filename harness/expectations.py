@@ -4,6 +4,7 @@ conditions a scenario's metrics must meet. YAML under fixtures/expectations/<kin
 
 from __future__ import annotations
 
+import functools
 import operator
 import re
 from dataclasses import dataclass, field
@@ -176,6 +177,11 @@ def load_expectations(path: str | Path) -> list[Expectation]:
     return out
 
 
+@functools.lru_cache(maxsize=32)
+def _load_cached(path: str, mtime_ns: int) -> tuple[Expectation, ...]:
+    return tuple(load_expectations(path))
+
+
 def expectations_for(kind: str, mode: str, options: dict[str, Any] | None = None,
                      suite: str | None = None,
                      directory: Path = EXPECTATIONS_DIR) -> list[Expectation]:
@@ -183,5 +189,6 @@ def expectations_for(kind: str, mode: str, options: dict[str, Any] | None = None
     path = directory / f"{kind}.yaml"
     if not path.exists():
         raise InputError(f"no expectations for balancer {kind!r}", file=str(path))
-    return [e for e in load_expectations(path)
+    # Suites ask once per topology: parse each file once (until it changes).
+    return [e for e in _load_cached(str(path), path.stat().st_mtime_ns)
             if e.applies_to(mode, options or {}) and (suite is None or e.suite == suite)]
