@@ -59,6 +59,14 @@ def report_header(config: pytest.Config) -> str:
     return f"stickler: seed {log.seed} (rerun with --seed {log.seed}), runtime {log.runtime}"
 
 
+def when_options(topology: Topology) -> dict:
+    """What an expectation's `when` is matched against: the options, health_check.<key>
+    and app.<key>."""
+    return {**topology.as_claimed().options,
+            **{f"health_check.{k}": v for k, v in topology.health_check.items()},
+            **{f"app.{k}": v for k, v in topology.app.__dict__.items()}}
+
+
 def generate_cases(metafunc: pytest.Metafunc, suite: str) -> None:
     """Parametrize `case` with every (topology, expectation) pair of this suite."""
     if "case" not in metafunc.fixturenames:
@@ -68,10 +76,8 @@ def generate_cases(metafunc: pytest.Metafunc, suite: str) -> None:
     for topology in selected_topologies(metafunc.config):
         if not (explicit or topology.in_suite(suite)):
             continue  # a sample made for other suites; --topology FILE runs it anyway
-        options = {**topology.as_claimed().options,
-                   **{f"health_check.{k}": v for k, v in topology.health_check.items()},
-                   **{f"app.{k}": v for k, v in topology.app.__dict__.items()}}
-        for exp in expectations_for(topology.kind, topology.expect, options, suite):
+        for exp in expectations_for(topology.kind, topology.expect, when_options(topology),
+                                    suite):
             cases.append((topology, exp))
             ids.append(f"{topology.name}:{exp.id}")
     metafunc.parametrize("case", cases, ids=ids)

@@ -202,3 +202,25 @@ def test_driver_carries_cookies_cart_and_seq_across_phases():
     assert second[0].cookies_sent["sid"] == first[1].cookies_sent["sid"]
     assert second[0].state == "found" and second[0].cart_seen == 2
     assert second[0].cart_expected == 2 and carry["u"].next_seq == 3
+
+
+def test_every_failover_check_and_sample_topology_meet():
+    """A `when` that matches no sample would silently drop a check; a failover-only sample
+    that no check selects would be dead weight."""
+    from pathlib import Path
+
+    from harness.expectations import EXPECTATIONS_DIR, expectations_for, load_expectations
+    from harness.suite import when_options
+    from harness.topology import load_topology
+
+    topologies = Path(__file__).resolve().parents[1] / "fixtures" / "topologies"
+    used: set[str] = set()
+    for t in (load_topology(p) for p in sorted(topologies.glob("*.yaml"))):
+        if t.in_suite("failover"):
+            checks = expectations_for(t.kind, t.expect, when_options(t), "failover")
+            assert checks or not t.suites, f"no failover check selects {t.name}"
+            used.update(e.id for e in checks)
+    for kind in ("haproxy", "nginx"):
+        ids = {e.id for e in load_expectations(EXPECTATIONS_DIR / f"{kind}.yaml")
+               if e.suite == "failover"}
+        assert ids and ids <= used, f"checks that select no sample: {sorted(ids - used)}"
