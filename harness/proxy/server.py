@@ -110,7 +110,7 @@ class Proxy:
         client = self.client_address(request)
         rr = RouteRequest(headers={k.lower(): v for k, v in request.headers.items()},
                           cookies=request.cookies, client_ip=client, path=request.path)
-        headers = self._upstream_headers(request)
+        headers = self._upstream_headers(request, client)
         host = request.host
         cache_status = None
         if self.cache is not None:
@@ -225,17 +225,18 @@ class Proxy:
     def _available(self, replica: str) -> bool:
         return any(b.id == replica and b.healthy for b in self.backends())
 
-    def _upstream_headers(self, request: IncomingRequest) -> dict[str, str]:
+    def _upstream_headers(self, request: IncomingRequest, client: str) -> dict[str, str]:
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() not in HOP_BY_HOP and k.lower() not in ("cookie",
                                                                           "x-forwarded-for")}
         cookie = self._cookie_header(request)
         if cookie:
             headers["Cookie"] = cookie
-        # Each hop appends the address it was connected from (the PROXY protocol source
-        # when there is one), as NGINX's $proxy_add_x_forwarded_for does.
+        # Append the address this hop takes for the client's (the peer, the PROXY protocol
+        # source, or the trusted X-Forwarded-For hop), as NGINX's $proxy_add_x_forwarded_for
+        # does after its realip module has set $remote_addr.
         prior = ", ".join(request.headers.getall("X-Forwarded-For", ()))
-        headers["X-Forwarded-For"] = f"{prior}, {request.peer}" if prior else request.peer
+        headers["X-Forwarded-For"] = f"{prior}, {client}" if prior else client
         return headers
 
     async def _send(self, replica: str, method: str, path_qs: str, headers: dict[str, str],
