@@ -24,8 +24,9 @@ class TraceReader:
     """Iterates the records of a trace; `header` is read on opening. Use as a context
     manager, or iterate to the end (the file closes then)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, validate: bool = False):
         self.path = Path(path)
+        self.validate = validate  # also apply the full JSON Schema (slower)
         try:
             self._file = self.path.open("rb")
         except OSError as exc:
@@ -45,10 +46,20 @@ class TraceReader:
             self.line += 1
             if raw.strip():
                 try:
-                    return header_from_dict(self._decode(raw))
+                    data = self._decode(raw)
+                    self._check_schema(data, header=True)
+                    return header_from_dict(data)
                 except ValueError as exc:
                     raise self._error(f"not a trace header: {exc}") from None
         raise InputError("empty file; expected a trace header line", file=str(self.path))
+
+    def _check_schema(self, data: object, *, header: bool) -> None:
+        if self.validate:
+            from harness.trace.schema import schema_errors
+
+            errors = schema_errors(data, header=header)
+            if errors:
+                raise ValueError("; ".join(errors[:3]))
 
     def _decode(self, raw: bytes) -> object:
         if not raw.endswith(b"\n"):
@@ -72,10 +83,10 @@ class TraceReader:
                 if not raw.strip():
                     continue
                 try:
-                    yield record_from_dict(self._decode(raw))
+                    data = self._decode(raw)
+                    self._check_schema(data, header=False)
+                    yield record_from_dict(data)
                 except ValueError as exc:
-                    if isinstance(exc, InputError):
-                        raise
                     raise self._error(f"not a trace record: {exc}") from None
         finally:
             self._file.close()
@@ -90,8 +101,8 @@ class TraceReader:
         self.close()
 
 
-def read_trace(path: str | Path) -> TraceReader:
-    return TraceReader(path)
+def read_trace(path: str | Path, *, validate: bool = False) -> TraceReader:
+    return TraceReader(path, validate=validate)
 
 
 class TraceWriter:
