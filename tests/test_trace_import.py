@@ -73,6 +73,24 @@ def test_nginx_sample_from_a_real_run():
     assert all(r.replica.startswith("127.") for r in records)
 
 
+def test_har_of_a_real_chromium_session(tmp_path):
+    records, stats = imported("har", SAMPLES / "chromium-haproxy.har")
+    assert (stats.records, stats.skipped) == (12, 0)
+    sessions = by_session(records)
+    assert len(sessions) == 3
+    for reqs in sessions.values():
+        # The page load carried no sid; its client label links it to the session that the
+        # first POST's response began.
+        assert [(r.method, r.path.split("?")[0], r.seq) for r in reqs] == [
+            ("GET", "/", 0), ("POST", "/cart", 1), ("POST", "/cart", 2), ("GET", "/cart", 3)]
+        assert len({r.client_ip for r in reqs}) == len({r.replica for r in reqs}) == 1
+        assert reqs[1].cookies_sent["SRVID"] == reqs[0].replica  # HAProxy's inserted cookie
+        assert "user-agent" in reqs[0].headers_sent and reqs[0].host.startswith("127.")
+    out = tmp_path / "chromium.jsonl"
+    import_to_file("har", SAMPLES / "chromium-haproxy.har", out, ImportOptions())
+    assert "api_key=REDACTED" in out.read_text() and "k-0" not in out.read_text()
+
+
 def test_redaction_on_import_by_default(tmp_path):
     out = tmp_path / "t.jsonl"
     header, _ = import_to_file("nginx", SAMPLES / "nginx-access.log", out, ImportOptions())

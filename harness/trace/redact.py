@@ -10,9 +10,11 @@ session still share a key).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import cached_property
 from urllib.parse import parse_qsl, quote, urlencode
 
 from harness.trace.format import TraceRecord
@@ -30,8 +32,12 @@ class RedactionPolicy:
     keep_cookies: frozenset[str] = frozenset(DEFAULT_KEEP_COOKIES)
     secret_names: str = DEFAULT_SECRET_NAMES  # regex, searched case-insensitively
 
+    @cached_property
+    def _secret(self) -> re.Pattern[str]:
+        return re.compile(self.secret_names, re.IGNORECASE)
+
     def is_secret(self, name: str) -> bool:
-        return re.search(self.secret_names, name, re.IGNORECASE) is not None
+        return self._secret.search(name) is not None
 
 
 def hash_value(value: str) -> str:
@@ -85,8 +91,10 @@ def redact(record: TraceRecord, policy: RedactionPolicy) -> TraceRecord:
             # The hash would let a dictionary attack recover the secret: drop it too.
             body, body_sha256 = redacted_body, None
             body_size = len(body.encode("utf-8", "surrogatepass"))
-    return replace(record, headers_sent=headers, cookies_sent=cookies, body=body,
-                   body_size=body_size, body_sha256=body_sha256,
-                   path=redact_path(record.path, policy),
-                   set_cookies=[redact_set_cookie(c, policy) for c in record.set_cookies],
-                   session=redact_session(record.session, policy))
+    redacted = copy.copy(record)  # a shallow copy: every changed field gets a new value
+    redacted.headers_sent, redacted.cookies_sent = headers, cookies
+    redacted.body, redacted.body_size, redacted.body_sha256 = body, body_size, body_sha256
+    redacted.path = redact_path(record.path, policy)
+    redacted.set_cookies = [redact_set_cookie(c, policy) for c in record.set_cookies]
+    redacted.session = redact_session(record.session, policy)
+    return redacted
