@@ -108,7 +108,7 @@ def cmd_import(args: argparse.Namespace) -> int:
           f"{'entries' if args.format == 'har' else 'lines'} of {source}, "
           f"{stats.skipped} skipped, {'redacted' if header.redacted else 'NOT redacted'}")
     for line, reason in stats.examples:
-        print(f"  skipped {source}:{line}: {reason}")
+        print(f"  skipped {source}{f':{line}' if line else ''}: {reason}")
     if stats.skipped > len(stats.examples):
         print(f"  ... and {stats.skipped - len(stats.examples)} more")
     return 0

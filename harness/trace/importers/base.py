@@ -38,9 +38,10 @@ class ImportStats:
     units: int = 0  # lines read (HAR: entries)
     records: int = 0
     skipped: int = 0
-    examples: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+    # (line, reason); HAR entries have no line (the reason names the entry)
+    examples: list[tuple[int | None, str]] = field(default_factory=list)
 
-    def skip(self, line: int, reason: str) -> None:
+    def skip(self, line: int | None, reason: str) -> None:
         self.skipped += 1
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append((line, reason))

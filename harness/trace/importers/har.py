@@ -4,15 +4,13 @@ so a large HAR never sits in memory whole.
 Where HAR has no field for it: the client IP comes from an X-Forwarded-For request header
 if there is one, else `client_ip` (default: none). The serving replica is the response's
 X-Replica header (the fixture app's) or `serverIPAddress`. A syntax error names the line;
-an entry missing a required field names its index (`log.entries[N]`) and the line the
-entry ends on.
+an entry missing a required field names its index (`log.entries[N]`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -36,23 +34,6 @@ from harness.trace.importers.base import (
 # Not replayed as recorded: they describe the connection or are rebuilt by the client.
 DROPPED_HEADERS = {"cookie", "host", "content-length", "connection", "keep-alive",
                    "transfer-encoding", "upgrade", "te", "proxy-connection"}
-
-
-class _CountingReader(io.RawIOBase):
-    """Counts the newlines handed to the parser, so an entry can be placed on a line."""
-
-    def __init__(self, raw):
-        self.raw = raw
-        self.newlines = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self.raw.read(len(buffer))
-        self.newlines += data.count(b"\n")
-        buffer[:len(data)] = data
-        return len(data)
 
 
 def _syntax_error_line(path: Path) -> int | None:
@@ -170,8 +151,7 @@ def import_har(path: str | Path, options: ImportOptions, stats: ImportStats, *,
     builder = RecordBuilder(options.session_key)
     seen_entries = False
     with open_input(path) as raw:
-        counter = _CountingReader(raw)
-        events = ijson.parse(io.BufferedReader(counter, 64 * 1024), use_float=True)
+        events = ijson.parse(raw, use_float=True)
 
         def watched():
             nonlocal seen_entries
@@ -184,18 +164,16 @@ def import_har(path: str | Path, options: ImportOptions, stats: ImportStats, *,
         try:
             for index, entry in enumerate(ijson.items(watched(), "log.entries.item")):
                 stats.units += 1
-                # Approximate: the parser reads ahead in 64 KiB blocks.
-                line = counter.newlines + 1
                 try:
                     parsed = parse_entry(entry, client_ip)
                 except Skip as exc:
-                    stats.skip(line, f"log.entries[{index}]: {exc}")
+                    stats.skip(None, f"log.entries[{index}]: {exc}")
                     continue
                 except Malformed as exc:
                     if not options.skip_bad:
                         raise InputError(f"{exc} (use --skip-bad to skip such entries)",
                                          file=str(path), key=f"log.entries[{index}]") from None
-                    stats.skip(line, f"log.entries[{index}]: {exc}")
+                    stats.skip(None, f"log.entries[{index}]: {exc}")
                     continue
                 stats.records += 1
                 yield builder.build(parsed)
