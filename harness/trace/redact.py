@@ -10,12 +10,11 @@ session still share a key).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import re
 from dataclasses import dataclass
-from functools import cached_property
-from urllib.parse import parse_qsl, quote, urlencode
+from functools import cached_property, lru_cache
+from urllib.parse import parse_qsl, quote, unquote_plus, urlencode
 
 from harness.trace.format import TraceRecord
 
@@ -45,7 +44,8 @@ def hash_value(value: str) -> str:
 
 
 def redact_query(query: str, policy: RedactionPolicy) -> str:
-    if not query:
+    if not query or not any(policy.is_secret(unquote_plus(part.partition("=")[0]))
+                            for part in query.split("&")):
         return query
     pairs = parse_qsl(query, keep_blank_values=True)
     if not any(policy.is_secret(k) for k, _ in pairs):
@@ -67,14 +67,17 @@ def redact_set_cookie(value: str, policy: RedactionPolicy) -> str:
     return f"{name.strip()}={REDACTED}{sep}{attributes}"
 
 
+@lru_cache(maxsize=65536)  # a session's key recurs on each of its requests
+def _hashed_session(session: str) -> str:
+    return f"hash:{hash_value(session)}"
+
+
 def redact_session(session: str, policy: RedactionPolicy) -> str:
     """`cookie:NAME=VALUE` and `header:NAME=VALUE` keys carry secrets unless NAME is kept."""
     kind, _, rest = session.partition(":")
     name = rest.partition("=")[0]
-    if kind == "cookie" and name not in policy.keep_cookies:
-        return f"hash:{hash_value(session)}"
-    if kind == "header":
-        return f"hash:{hash_value(session)}"
+    if (kind == "cookie" and name not in policy.keep_cookies) or kind == "header":
+        return _hashed_session(session)
     return session
 
 
@@ -91,10 +94,11 @@ def redact(record: TraceRecord, policy: RedactionPolicy) -> TraceRecord:
             # The hash would let a dictionary attack recover the secret: drop it too.
             body, body_sha256 = redacted_body, None
             body_size = len(body.encode("utf-8", "surrogatepass"))
-    redacted = copy.copy(record)  # a shallow copy: every changed field gets a new value
-    redacted.headers_sent, redacted.cookies_sent = headers, cookies
-    redacted.body, redacted.body_size, redacted.body_sha256 = body, body_size, body_sha256
-    redacted.path = redact_path(record.path, policy)
-    redacted.set_cookies = [redact_set_cookie(c, policy) for c in record.set_cookies]
-    redacted.session = redact_session(record.session, policy)
+    # A new record sharing the unchanged values (copy.copy is 3x slower per record).
+    redacted = object.__new__(TraceRecord)
+    redacted.__dict__.update(
+        record.__dict__, headers_sent=headers, cookies_sent=cookies, body=body,
+        body_size=body_size, body_sha256=body_sha256, path=redact_path(record.path, policy),
+        set_cookies=[redact_set_cookie(c, policy) for c in record.set_cookies],
+        session=redact_session(record.session, policy))
     return redacted

@@ -16,6 +16,7 @@ import math
 import re
 from collections.abc import Iterator
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 
 from harness.errors import InputError
@@ -85,6 +86,16 @@ def _unescape(value: str) -> str:
         return raw
 
 
+@lru_cache(maxsize=4096)  # one-second resolution: consecutive lines share the text
+def _iso_time(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+@lru_cache(maxsize=4096)
+def _local_time(text: str) -> float:
+    return datetime.strptime(text, "%d/%b/%Y:%H:%M:%S %z").timestamp()
+
+
 def _time(fields: dict[str, str]) -> float:
     if fields.get("msec"):
         value = float(fields["msec"])
@@ -92,13 +103,19 @@ def _time(fields: dict[str, str]) -> float:
             raise ValueError(f"{fields['msec']!r} is not a time")
         return value
     if fields.get("time_iso8601"):
-        return datetime.fromisoformat(fields["time_iso8601"]).timestamp()
-    return datetime.strptime(fields["time_local"], "%d/%b/%Y:%H:%M:%S %z").timestamp()
+        return _iso_time(fields["time_iso8601"])
+    return _local_time(fields["time_local"])
 
 
 class NginxLineParser:
     def __init__(self, log_format: str = STICKLER_FORMAT):
         self.pattern, self.names = compile_format(NAMED_FORMATS.get(log_format, log_format))
+        # Which variables are request headers and cookies, worked out once per format.
+        self.header_vars = [(name, name[5:].replace("_", "-")) for name in self.names
+                            if name.startswith("http_")
+                            and name[5:] not in REQUEST_HEADERS_SKIPPED]
+        self.cookie_vars = [(name, name[7:]) for name in self.names
+                            if name.startswith("cookie_")]
 
     def __call__(self, text: str) -> ParsedRequest:
         m = self.pattern.match(text)
@@ -114,12 +131,11 @@ class NginxLineParser:
         if "request" not in fields:
             raise Skip("empty request line (the client sent nothing NGINX could parse)")
         method, path, host = parse_request_line(fields["request"])
-        headers = {name[5:].replace("_", "-"): value for name, value in fields.items()
-                   if name.startswith("http_") and name[5:] not in REQUEST_HEADERS_SKIPPED}
+        headers = {header: fields[name] for name, header in self.header_vars if name in fields}
         cookies = parse_cookie_header(fields.get("http_cookie", ""))
-        for name, value in fields.items():
-            if name.startswith("cookie_"):
-                cookies.setdefault(name[7:], value)
+        for name, cookie in self.cookie_vars:
+            if name in fields:
+                cookies.setdefault(cookie, fields[name])
         status = fields.get("status", "")
         xff = headers.get("x-forwarded-for", "")
         # The first X-Forwarded-For hop is the client the request was sent for (the harness
