@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
+import threading
 from pathlib import Path
 
 from harness.errors import InputError
@@ -77,6 +79,16 @@ def _format_options(args: argparse.Namespace) -> dict:
     return options
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so the trace writer removes its temp file."""
+    def raise_exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, raise_exit)
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from harness.trace.importers import ImportOptions, import_to_file
     from harness.trace.redact import DEFAULT_KEEP_COOKIES, DEFAULT_SECRET_NAMES, RedactionPolicy
@@ -102,6 +114,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     policy = None if args.no_redact else RedactionPolicy(
         keep_cookies=frozenset((*DEFAULT_KEEP_COOKIES, *args.keep_cookie)),
         secret_names=secret_names)
+    _exit_on_sigterm()
     header, stats = import_to_file(args.format, source, out, options, policy,
                                    **_format_options(args))
     print(f"{out}: {stats.records} requests from {stats.units} "

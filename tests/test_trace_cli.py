@@ -45,6 +45,19 @@ def test_options_reach_the_importer(tmp_path, capsys):
     assert any("s3cret" in r["path"] for r in lines[1:])
 
 
+def test_har_client_ip_option(tmp_path):
+    har = tmp_path / "one.har"
+    har.write_text(json.dumps({"log": {"version": "1.2", "entries": [{
+        "startedDateTime": "2026-11-25T15:00:00Z",
+        "request": {"method": "GET", "url": "http://127.0.0.1/", "headers": []},
+        "response": {"status": 200, "headers": []}}]}}))
+    out = tmp_path / "one.jsonl"
+    assert main(["trace", "import", "har", str(har), "-o", str(out),
+                 "--client-ip", "203.0.113.5"]) == 0
+    record = json.loads(out.read_text().splitlines()[1])
+    assert (record["client_ip"], record["session"]) == ("203.0.113.5", "ip:203.0.113.5")
+
+
 def snapshot(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir())
 
@@ -84,3 +97,33 @@ def test_exit_code_of_the_installed_command(tmp_path):
     done = subprocess.run([str(STICKLER), "trace", "check", str(cut)], capture_output=True,
                           text=True, env=env, timeout=60)
     assert done.returncode == 2 and f"{cut}:2: truncated line" in done.stderr
+
+
+@pytest.mark.parametrize("signum, code", [(15, 143), (2, 130)])
+def test_interrupted_import_leaves_no_file(tmp_path, signum, code):
+    import importlib.util
+    import signal
+    import time
+
+    spec = importlib.util.spec_from_file_location("bench_import", ROOT / "benchmarks/import.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    log = tmp_path / "big.log"
+    bench.generate("nginx", log, 30_000_000, seed=3)
+    out = tmp_path / "out" / "t.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    proc = subprocess.Popen([str(STICKLER), "trace", "import", "nginx", str(log), "-o",
+                             str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob("out/.t.jsonl.*.tmp")) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        assert list(tmp_path.glob("out/.t.jsonl.*.tmp")), "the import never started writing"
+        proc.send_signal(signal.Signals(signum))
+        assert proc.wait(timeout=60) == code
+    finally:
+        proc.kill()
+        proc.wait()
+    assert list((tmp_path / "out").iterdir()) == []
