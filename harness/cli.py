@@ -151,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_load_parser(sub)
 
+    from harness.trace_cli import add_parser as add_trace_parser
+
+    add_trace_parser(sub)
+
     up = sub.add_parser("up", help="start a topology and keep it running until Ctrl-C")
     up.add_argument("topology", metavar="FILE")
     up.add_argument("--runtime", default="processes", choices=["processes"])
