@@ -155,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_trace_parser(sub)
 
+    from harness.replay_cli import add_parsers as add_replay_parsers
+
+    add_replay_parsers(sub)
+
     up = sub.add_parser("up", help="start a topology and keep it running until Ctrl-C")
     up.add_argument("topology", metavar="FILE")
     up.add_argument("--runtime", default="processes", choices=["processes"])

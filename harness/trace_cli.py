@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     imp = actions.add_parser("import", help="turn a HAR file or an access log into a trace",
                              description="See docs/trace.md for the formats and options.")
-    imp.add_argument("format", choices=["har", "haproxy", "nginx"])
+    imp.add_argument("format", choices=["har", "haproxy", "nginx", "history"])
     imp.add_argument("file", metavar="FILE")
     imp.add_argument("-o", "--output", required=True, metavar="OUT.jsonl")
     imp.add_argument("--force", action="store_true", help="replace OUT.jsonl if it exists")

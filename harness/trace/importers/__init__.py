@@ -11,6 +11,7 @@ from harness.trace.format import TraceHeader, TraceRecord
 from harness.trace.importers.base import ImportOptions, ImportStats
 from harness.trace.importers.haproxy import import_haproxy
 from harness.trace.importers.har import import_har
+from harness.trace.importers.history import import_history
 from harness.trace.importers.nginx import import_nginx
 from harness.trace.io import TraceWriter
 from harness.trace.redact import RedactionPolicy, redact
@@ -19,7 +20,7 @@ from harness.trace.sessions import link_first_requests, number_sessions
 DEFAULT_POLICY = RedactionPolicy()
 Importer = Callable[..., Iterator[TraceRecord]]
 IMPORTERS: dict[str, Importer] = {"har": import_har, "haproxy": import_haproxy,
-                                  "nginx": import_nginx}
+                                  "nginx": import_nginx, "history": import_history}
 
 __all__ = ["IMPORTERS", "ImportOptions", "ImportStats", "import_records", "import_to_file"]
 
