@@ -12,7 +12,6 @@ from harness.analysis.replay import broken_sessions, replay_summary
 from harness.cli import main
 from harness.history import RequestRecord
 from harness.replay_cli import compare
-from harness.trace.format import TraceRecord
 from harness.trace.regression import test_source as regression_source
 from harness.trace.replay import ClientMap, parse_speed
 from harness.trace.shrink import ddmin, parse_property
