@@ -202,3 +202,29 @@ def test_history_imports_as_a_trace(tmp_path):
     with pytest.raises(InputError) as err:
         import_to_file("history", history, tmp_path / "u.jsonl", ImportOptions())
     assert err.value.line == 4 and not (tmp_path / "u.jsonl").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("fmt, sample, extra", [
+    ("har", "chromium-haproxy.har", []),
+    ("haproxy", "haproxy-access.log", []),
+    ("nginx", "nginx-access.log", []),
+])
+def test_recorded_samples_import_and_replay(tmp_path, fmt, sample, extra):
+    """A real browser's HAR and the logs of the harness's own balancers replay cleanly."""
+    from harness.trace.io import read_trace
+
+    trace = tmp_path / "t.jsonl"
+    assert main(["trace", "import", fmt, f"fixtures/traces/samples/{sample}", "-o",
+                 str(trace), *extra]) == 0
+    with read_trace(trace) as reader:
+        assert len(list(reader)) >= 5
+    code = main(["replay", str(trace), "--topology",
+                 "fixtures/topologies/haproxy-cookie-insert.yaml", "--speed", "max",
+                 "--report-dir", str(tmp_path / "r")])
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["summary"]["errors"] == 0, report["broken"]
+    assert report["summary"]["state_lost_sessions"] == 0, report["broken"]
+    # Only sessions that never sent a cookie (a health check, a bare GET) may split.
+    assert all(b["cookieless"] for b in report["broken"]), report["broken"]
+    assert code == (1 if report["broken"] else 0)
