@@ -162,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_replay_parsers(sub)
 
+    from harness.record_cli import add_parser as add_record_parser
+
+    add_record_parser(sub)
+
     up = sub.add_parser("up", help="start a topology and keep it running until Ctrl-C")
     up.add_argument("topology", metavar="FILE")
     up.add_argument("--runtime", default="processes", choices=["processes"])

@@ -228,3 +228,52 @@ def test_recorded_samples_import_and_replay(tmp_path, fmt, sample, extra):
     # Only sessions that never sent a cookie (a health check, a bare GET) may split.
     assert all(b["cookieless"] for b in report["broken"]), report["broken"]
     assert code == (1 if report["broken"] else 0)
+
+
+@pytest.mark.integration
+def test_record_between_clients_and_a_balancer_then_replay(tmp_path):
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    from harness.runtime import ProcessCluster, wait
+    from harness.runtime.net import free_port
+    from harness.topology import load_topology
+    from harness.trace.io import read_trace
+    from harness.traffic.plans import sessions
+    from harness.traffic.scripted import Driver
+
+    out = tmp_path / "recorded.jsonl"
+    topology = load_topology("fixtures/topologies/haproxy-cookie-insert.yaml")
+    with ProcessCluster(topology) as cluster:
+        port = free_port("127.0.0.1")
+        recorder = subprocess.Popen(
+            [sys.executable, "-m", "harness.cli", "record", "--upstream",
+             cluster.layout.balancer.address, "--listen", f"127.0.0.1:{port}", "-o", str(out)],
+            stderr=subprocess.PIPE, text=True)
+        try:
+            wait.until(lambda: wait.http_status("127.0.0.1", port, "/healthz") == 200, 15,
+                       "the recorder to answer")
+            plans = sessions(random.Random(3), 5, 4, connection="keepalive")
+            sent = Driver(f"http://127.0.0.1:{port}", scenario="rec").run(plans)
+            assert all(r.status == 200 for r in sent)
+        finally:
+            recorder.send_signal(signal.SIGTERM)
+            _, err = recorder.communicate(timeout=30)
+    assert recorder.returncode == 0, err
+    with read_trace(out) as reader:
+        records = [r for r in reader if r.path != "/healthz"]
+    assert len(records) == 20
+    by_session: dict[str, list] = {}
+    for r in records:
+        by_session.setdefault(r.session, []).append(r)
+    assert len(by_session) == 5  # the first request of each joined its session (Set-Cookie)
+    assert all([r.seq for r in rs] == [0, 1, 2, 3] for rs in by_session.values())
+    assert {r.replica for r in records} <= {"r1", "r2", "r3"}
+    assert all(r.cookies_sent.get("sid", "REDACTED") == "REDACTED" for r in records)
+    assert any(r.cookies_sent.get("SRVID", "").startswith("r") for r in records)
+    code = main(["replay", str(out), "--topology",
+                 "fixtures/topologies/haproxy-cookie-insert.yaml", "--speed", "max",
+                 "--report-dir", str(tmp_path / "r")])
+    assert code == 0
