@@ -35,8 +35,18 @@ class RedactionPolicy:
     def _secret(self) -> re.Pattern[str]:
         return re.compile(self.secret_names, re.IGNORECASE)
 
+    @cached_property
+    def _verdicts(self) -> dict[str, bool]:
+        return {}
+
     def is_secret(self, name: str) -> bool:
-        return self._secret.search(name) is not None
+        # Header, cookie and parameter names repeat on every request: remember verdicts.
+        verdict = self._verdicts.get(name)
+        if verdict is None:
+            verdict = self._secret.search(name) is not None
+            if len(self._verdicts) < 4096:
+                self._verdicts[name] = verdict
+        return verdict
 
 
 def hash_value(value: str) -> str:

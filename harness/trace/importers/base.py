@@ -1,5 +1,5 @@
 """What every importer shares: options, counts of skipped lines, and turning one parsed
-request into a TraceRecord (session key, position in session, body by size and hash)."""
+request into a TraceRecord (session key, body by size and hash)."""
 
 from __future__ import annotations
 
