@@ -31,6 +31,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     import pytest
 
     from harness.balancers import ADAPTERS
+    from harness.expectations import EXPECTATIONS_DIR, load_expectations
     from harness.report.table import print_table
     from harness.topology import load_topology
 
@@ -42,6 +43,8 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     topologies = [load_topology(f) for f in args.topology]
     for kind in {t.kind for t in topologies} or set(args.balancer) or set(ADAPTERS):
         ADAPTERS[kind].which()
+    for kind in ADAPTERS:  # a broken expectation file is named before anything runs
+        load_expectations(EXPECTATIONS_DIR / f"{kind}.yaml")
     files = _suite_files(args.suite)
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -150,6 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.load_cli import add_parser as add_load_parser
 
     add_load_parser(sub)
+
+    from harness.trace_cli import add_parser as add_trace_parser
+
+    add_trace_parser(sub)
+
+    from harness.replay_cli import add_parsers as add_replay_parsers
+
+    add_replay_parsers(sub)
+
+    from harness.record_cli import add_parser as add_record_parser
+
+    add_record_parser(sub)
 
     up = sub.add_parser("up", help="start a topology and keep it running until Ctrl-C")
     up.add_argument("topology", metavar="FILE")

@@ -60,11 +60,12 @@ def report_header(config: pytest.Config) -> str:
 
 
 def when_options(topology: Topology) -> dict:
-    """What an expectation's `when` is matched against: the options, health_check.<key>
-    and app.<key>."""
+    """What an expectation's `when` is matched against: the options, health_check.<key>,
+    app.<key> and client_ip."""
     return {**topology.as_claimed().options,
             **{f"health_check.{k}": v for k, v in topology.health_check.items()},
-            **{f"app.{k}": v for k, v in topology.app.__dict__.items()}}
+            **{f"app.{k}": v for k, v in topology.app.__dict__.items()},
+            "client_ip": topology.client_ip}
 
 
 def generate_cases(metafunc: pytest.Metafunc, suite: str) -> None:

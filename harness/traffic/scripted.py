@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from harness.history import RequestRecord
+from harness.proxy import proxy_protocol
 from harness.runtime.net import ensure_loopback
+from harness.traffic import identity
 from harness.traffic.cookies import CookieJar
 from harness.traffic.observe import observe
 from harness.traffic.plans import PAUSE, SessionPlan
@@ -31,11 +33,41 @@ class SessionCarry:
     next_seq: int = 0
 
 
+class ProxyProtocolConnection(http.client.HTTPConnection):
+    """An HTTP connection that opens with a PROXY protocol header naming `client_ip`."""
+
+    def __init__(self, host: str, port: int, *, client_ip: str, version: int, timeout: float):
+        super().__init__(host, port, timeout=timeout)
+        self.client_ip = client_ip
+        self.version = version
+
+    def connect(self) -> None:
+        super().connect()
+        source_port = self.sock.getsockname()[1]
+        self.sock.sendall(proxy_protocol.encode(self.version, self.client_ip, self.host,
+                                                source_port, self.port))
+
+
+def connect(host: str, port: int, *, transport: str, wire_ip: str,
+            timeout: float) -> http.client.HTTPConnection:
+    """A connection on which the balancer will see `wire_ip` as the client, by `transport`
+    (source: bind to it; proxy-protocol(-v2): a PROXY header; xff: the caller adds the
+    X-Forwarded-For hop)."""
+    if transport in identity.PROXY_VERSIONS:
+        return ProxyProtocolConnection(host, port, client_ip=wire_ip,
+                                       version=identity.PROXY_VERSIONS[transport],
+                                       timeout=timeout)
+    if transport == "xff":
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+    return http.client.HTTPConnection(host, port, timeout=timeout,
+                                      source_address=(ensure_loopback(wire_ip), 0))
+
+
 class Driver:
     def __init__(self, url: str, *, scenario: str, check: str = "",
                  sink: Callable[[RequestRecord], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, t0: float | None = None,
-                 timeout: float = 10.0, concurrency: int = 8):
+                 timeout: float = 10.0, concurrency: int = 8, transport: str = "source"):
         parts = urlsplit(url)
         self.host = ensure_loopback(parts.hostname or "")
         self.port = parts.port or 80
@@ -46,22 +78,28 @@ class Driver:
         self.t0 = clock() if t0 is None else t0
         self.timeout = timeout
         self.concurrency = concurrency
+        identity.on_wire("127.16.0.1", transport)  # rejects an unknown transport early
+        self.transport = transport
 
     def run(self, plans: list[SessionPlan],
             carry: dict[str, SessionCarry] | None = None) -> list[RequestRecord]:
         """Run every plan; the records come back grouped by session, in plan order.
 
         With `carry`, each session continues from (and updates) its entry there."""
-        carries = [carry.setdefault(p.session, SessionCarry(CookieJar(dict(p.initial_cookies))))
-                   if carry is not None else None for p in plans]
+        carries = [carry.setdefault(p.session, self.fresh_carry(p)) if carry is not None
+                   else None for p in plans]
         with ThreadPoolExecutor(max_workers=max(1, self.concurrency),
                                 thread_name_prefix="stickler-driver") as pool:
             results = list(pool.map(self.run_session, plans, carries))
         return [record for session in results for record in session]
 
+    @staticmethod
+    def fresh_carry(plan: SessionPlan) -> SessionCarry:
+        return SessionCarry(CookieJar(dict(plan.initial_cookies)), plan.cart_before)
+
     def run_session(self, plan: SessionPlan,
                     carry: SessionCarry | None = None) -> list[RequestRecord]:
-        carry = carry or SessionCarry(CookieJar(dict(plan.initial_cookies)))
+        carry = carry or self.fresh_carry(plan)
         jar = carry.jar
         conn: http.client.HTTPConnection | None = None
         records = []
@@ -94,13 +132,17 @@ class Driver:
         return records
 
     def _connect(self, client_ip: str) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout,
-                                          source_address=(ensure_loopback(client_ip), 0))
+        return connect(self.host, self.port, transport=self.transport,
+                       wire_ip=identity.on_wire(client_ip, self.transport), timeout=self.timeout)
 
     def _send(self, conn: http.client.HTTPConnection, plan: SessionPlan, seq: int,
               method: str, path: str, jar: CookieJar,
               cart_before: int) -> tuple[RequestRecord, http.client.HTTPConnection]:
         headers = dict(plan.headers)
+        wire_ip = identity.on_wire(plan.client_ip, self.transport)
+        if self.transport == "xff":  # the client's hop, after any the plan itself carries
+            prior = headers.get("X-Forwarded-For")
+            headers["X-Forwarded-For"] = f"{prior}, {wire_ip}" if prior else wire_ip
         cookie = jar.header()
         if cookie:
             headers["Cookie"] = cookie
@@ -109,7 +151,7 @@ class Driver:
         expected = cart_before + (1 if method == "POST" else 0)
         record = RequestRecord(
             t=self.clock() - self.t0, duration=0.0, scenario=self.scenario, user=plan.user,
-            session=plan.session, seq=seq, client_ip=plan.client_ip, transport="source",
+            session=plan.session, seq=seq, client_ip=wire_ip, transport=self.transport,
             connection=plan.connection, method=method, path=path,
             cookies_sent=dict(jar.cookies), headers_sent={k: v for k, v in plan.headers.items()},
             cart_expected=expected, check=self.check,
