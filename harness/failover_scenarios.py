@@ -94,7 +94,7 @@ class FailoverScenario:
         def drive(suffix: str) -> list[RequestRecord]:
             driver = Driver(cluster.url, scenario=self.name + suffix, check=check, sink=sink,
                             t0=t0, timeout=p["client_timeout_s"],
-                            concurrency=len(phases[suffix]))
+                            concurrency=len(phases[suffix]), transport=topology.client_ip)
             out = driver.run(phases[suffix], carry)
             records.extend(out)
             return out
