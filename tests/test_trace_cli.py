@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from tests.procs import default_sigint
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "fixtures/traces/samples"
@@ -112,9 +113,10 @@ def test_interrupted_import_leaves_no_file(tmp_path, signum, code):
     bench.generate("nginx", log, 30_000_000, seed=3)
     out = tmp_path / "out" / "t.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    # default_sigint: run from a background job, the child would inherit SIGINT ignored.
     proc = subprocess.Popen([str(STICKLER), "trace", "import", "nginx", str(log), "-o",
                              str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env)
+                            env=env, preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 60
         while not list(tmp_path.glob("out/.t.jsonl.*.tmp")) and time.monotonic() < deadline:
