@@ -38,7 +38,14 @@ from harness.proxy.replay import (
 )
 from harness.proxy.replay_cache import ReplayCache, SessionRule, validate_cacheable
 from harness.proxy.ring import HashRing
-from harness.proxy.routing import Backend, Route, RouteRequest, least_loaded, route
+from harness.proxy.routing import (
+    PREFERRED_UNAVAILABLE,
+    Backend,
+    Route,
+    RouteRequest,
+    least_loaded,
+    route,
+)
 
 log = logging.getLogger("stickler.proxy")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
@@ -204,6 +211,14 @@ class Proxy:
         replay_headers["fly-replay-src"] = src_header(source, region, int(time.time() * 1e6),
                                                       replay.state)
         replay_headers["fly-replay-cache-status"] = cache_status or "miss"
+        preferred = decision.request_headers.get(PREFERRED_UNAVAILABLE)
+
+        def unavailable_for(target: str) -> dict[str, str]:
+            # "If the request is delivered to a different Machine" than the preferred one:
+            # a replayed delivery is one too.
+            return {PREFERRED_UNAVAILABLE: preferred} if preferred and target != preferred \
+                else {}
+
         reason = "no_candidate"
         while loop.time() - started < timeout:
             target, extra, reason = choose_target(replay, self.backends(), source,
@@ -213,7 +228,8 @@ class Proxy:
                 continue
             try:
                 answer = await self._send(target, request.method, path,
-                                          {**replay_headers, **extra}, body)
+                                          {**replay_headers, **extra,
+                                           **unavailable_for(target)}, body)
             except OSError as exc:  # refused, reset, timed out
                 self._mark_failed(target, exc)
                 reason = "retries_exhausted"
@@ -231,7 +247,8 @@ class Proxy:
                 # Fallback deliveries cannot replay again: their answer goes to the client.
                 failed = failed_header(replay, source, reason, elapsed)
                 answer = await self._send(back, request.method, request.target,
-                                          {**headers, "fly-replay-failed": failed}, body)
+                                          {**headers, "fly-replay-failed": failed,
+                                           **unavailable_for(back)}, body)
                 answer.headers.popall("fly-replay", None)
                 return self._respond(answer, Route(back, "replay-fallback"))
         return self._error(503, "replay-failed", f"replay failed ({reason}) after {elapsed} ms")
