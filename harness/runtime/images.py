@@ -195,6 +195,7 @@ def build(client=None, *, base: str | None = None, offline: bool | None = None,
     tag = node_tag(client, base_ref)
     if _local(client, tag):
         log(f"node: {tag} (up to date)")
+        _tag_latest(client, tag)
         return tag
     with tempfile.TemporaryDirectory(prefix="stickler-build-") as ctx:
         for f in DOCKERFILE_DIR.iterdir():
@@ -213,7 +214,13 @@ def build(client=None, *, base: str | None = None, offline: bool | None = None,
             lines = "".join(str(c.get("stream", c.get("error", ""))) for c in exc.build_log)
             raise ImageError(f"docker build of {tag} failed: {exc.msg}\n{lines[-3000:]}") \
                 from None
+    _tag_latest(client, tag)
     return tag
+
+
+def _tag_latest(client, tag: str) -> None:
+    """`stickler-node:latest` names the last build, for Compose files and by-hand use."""
+    client.images.get(tag).tag(NODE_REPO, "latest")
 
 
 def ensure_node_image(client, log: Log = lambda _: None) -> str:
