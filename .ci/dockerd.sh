@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Make a Docker daemon answer, and stop only what this script started.
 #
-#   .ci/dockerd.sh start   # as root: apt-get install docker.io if missing, start dockerd
-#                          # in the background when no daemon answers, wait until it does
+#   .ci/dockerd.sh start   # as root: apt-get install docker.io (and debootstrap and
+#                          # docker-compose, for offline images and Compose files) if missing,
+#                          # start dockerd in the background when no daemon answers, wait
 #   .ci/dockerd.sh stop    # stop the dockerd that `start` started (nothing otherwise)
 #   .ci/dockerd.sh status  # exit 0 when a daemon answers
 #
@@ -16,20 +17,26 @@ WAIT_S=${STICKLER_DOCKERD_WAIT_S:-60}
 
 answers() { docker info >/dev/null 2>&1; }
 
-install_docker() {
-  command -v dockerd >/dev/null 2>&1 && command -v docker >/dev/null 2>&1 && return 0
+install_tools() {
+  missing=""
+  { command -v dockerd && command -v docker; } >/dev/null 2>&1 || missing="docker.io"
+  command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing="$missing debootstrap"
+  command -v docker-compose >/dev/null 2>&1 || missing="$missing docker-compose"
+  [ -z "$missing" ] && return 0
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "dockerd.sh: Docker is not installed; install docker.io (as root: apt-get install -y docker.io)" >&2
-    exit 1
+    echo "dockerd.sh: missing:$missing (as root: apt-get install -y$missing)" >&2
+    command -v dockerd >/dev/null 2>&1 || exit 1
+    return 0
   fi
-  echo "dockerd.sh: installing docker.io"
+  echo "dockerd.sh: installing$missing"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 }
 
 start() {
+  install_tools
   if answers; then echo "dockerd.sh: a Docker daemon answers already"; return 0; fi
-  install_docker
   if answers; then return 0; fi  # the package's own service may have started one
   if [ "$(id -u)" != 0 ]; then
     echo "dockerd.sh: no Docker daemon answers, and starting one needs root" >&2; exit 1
