@@ -118,9 +118,12 @@ def _expectation(doc: Doc, i: int, item: Any, kind: str) -> Expectation:
         is_health = (key.startswith("health_check.")
                      and key.removeprefix("health_check.") in ADAPTERS[kind].health_check_keys)
         is_app = key.startswith("app.") and key.removeprefix("app.") in APP_KEYS
-        if not (is_option or is_health or is_app):
+        is_transport = key == "client_ip" and when[key] in ADAPTERS[kind].client_ip_transports
+        if not (is_option or is_health or is_app or is_transport):
             raise doc.error(f"{path}.when.{key}", f"no mode in {modes} has an option {key!r} "
-                            f"(health checks are health_check.<key>, app settings app.<key>)")
+                            f"(health checks are health_check.<key>, app settings app.<key>, "
+                            f"the client-IP transport client_ip: "
+                            f"{'|'.join(ADAPTERS[kind].client_ip_transports)})")
     min_samples = item.get("min_samples", 100)
     if not isinstance(min_samples, int) or min_samples < 1:
         raise doc.error(f"{path}.min_samples", "expected a positive integer")

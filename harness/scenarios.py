@@ -7,6 +7,7 @@ An expectation names a scenario and asserts on its metrics, so a check is data:
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ REPLAY_METRICS = ("replayed_requests", "cache_hits", "cache_hit_share", "hits_wi
                   "replay_failed_deliveries", "preferred_unavailable", "post_on_leader_share",
                   "on_move_target_after_move", "stale_share_after_move",
                   "replayed_elsewhere_share", "region_share", "replays_refused_too_large")
+DRAIN_METRICS = ("drained_sessions", "drained_kept_share", "new_sessions", "new_on_drained")
 REMAP_METRICS = ("remap_keys", "remapped_share", "moved_to_new", "moved_between_old",
                  "new_replica_share")
 DriveFn = Callable[[Cluster, list[plans.SessionPlan], Callable[[str], Driver]],
@@ -64,6 +66,32 @@ def _drive_scale_up(cluster: Cluster, session_plans: list[plans.SessionPlan],
     return before + after
 
 
+def _drive_drain(cluster: Cluster, session_plans: list[plans.SessionPlan],
+                 driver: Callable[[str], Driver]) -> list[RequestRecord]:
+    """Half the sessions run; the replica most of them ended on is drained; they go on
+    (with their cookies) beside the other half, new sessions; the replica is undrained."""
+    half = len(session_plans) // 2
+    old, new = session_plans[:half], session_plans[half:]
+    before = driver(":before").run(old)
+    target = m.drain_target(before)
+    jars = m.final_cookies(before)
+    carts = {r.session: r.cart_seen or 0 for r in before}  # records are in session order
+    cluster.drain(target)
+    try:
+        going_on = [dataclasses.replace(p, initial_cookies=jars.get(p.session, {}),
+                                        cart_before=carts.get(p.session, 0)) for p in old]
+        after = driver(":after").run(going_on + new)
+    finally:
+        cluster.undrain(target)
+    return before + after
+
+
+def _drain_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[str, float]:
+    before = [r for r in records if r.scenario.endswith(":before")]
+    after = [r for r in records if r.scenario.endswith(":after")]
+    return m.drain_metrics(before, after, m.drain_target(before))
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -84,7 +112,7 @@ class Scenario:
 
         def driver(phase: str) -> Driver:
             return Driver(cluster.url, scenario=self.name + phase, check=check, sink=sink,
-                          concurrency=p.get("concurrency", 8))
+                          concurrency=p.get("concurrency", 8), transport=topology.client_ip)
 
         drive = _with_replica_down(self.drive, p["down"]) if p.get("down") else self.drive
         records = drive(cluster, session_plans, driver)
@@ -272,6 +300,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              {**_BASE, "sessions": 60, "requests": 2, "send_header": True},
              SUMMARY_METRICS + REMAP_METRICS, _sessions(), key="client_ip",
              extra=_remap_extra, drive=_drive_scale_up),
+    Scenario("drain-sessions",
+             "cookie-keeping sessions; the replica most of them are on is drained; they go on "
+             "beside as many new sessions; the replica is undrained afterwards",
+             {**_BASE, "sessions": 48, "requests": 6},
+             SUMMARY_METRICS + DRAIN_METRICS, _sessions(), extra=_drain_extra,
+             drive=_drive_drain),
     Scenario("same-prefix-clients",
              "cookie-less clients in a few /24s, varying only the last octet; judged per /24",
              {"groups": 6, "hosts": 10, "requests": 4, "concurrency": 8},

@@ -100,7 +100,8 @@ def _cases(config: pytest.Config, suite: str) -> list[tuple[Topology, Expectatio
     for topology in selected_topologies(config):
         options = {**topology.as_claimed().options,
                    **{f"health_check.{k}": v for k, v in topology.health_check.items()},
-                   **{f"app.{k}": v for k, v in topology.app.__dict__.items()}}
+                   **{f"app.{k}": v for k, v in topology.app.__dict__.items()},
+                   "client_ip": topology.client_ip}
         for exp in expectations_for(topology.kind, topology.expect, options, suite):
             cases.append((topology, exp))
     return cases

@@ -18,7 +18,7 @@ from harness.yamlsrc import Doc, load, parse
 
 REPLICA_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 TOP_KEYS = ("name", "description", "balancer", "replicas", "app", "expect")
-BALANCER_KEYS = ("kind", "mode", "options", "health_check")
+BALANCER_KEYS = ("kind", "mode", "options", "health_check", "client_ip")
 APP_KEYS = ("session_cookie", "affinity_cookie", "replay_mode", "leader", "replay_cache_ttl",
             "replay_options")
 MAX_REPLICAS = 64
@@ -55,6 +55,7 @@ class Topology:
     health_check: Mapping[str, Any] = field(default_factory=dict)
     app: AppSettings = AppSettings()
     expect: str = ""  # the mode whose expectations judge this topology; default: `mode`
+    client_ip: str = "source"  # how simulated client addresses reach it (traffic/identity.py)
     source: str | None = None
     description: str = ""
 
@@ -80,7 +81,7 @@ class Topology:
             "name": self.name,
             "source": self.source,
             "balancer": {"kind": self.kind, "mode": self.mode, "options": dict(self.options),
-                         "health_check": dict(self.health_check)},
+                         "health_check": dict(self.health_check), "client_ip": self.client_ip},
             "replicas": [{"id": r.id, "region": r.region} for r in self.replicas],
             "app": dict(self.app.__dict__),
             "expect": self.expect,
@@ -161,6 +162,11 @@ def from_doc(doc: Doc) -> Topology:
     health = _options(doc, bal.get("health_check"), adapter.health_check_keys,
                       "balancer.health_check")
 
+    client_ip = bal.get("client_ip", "source")
+    if client_ip not in adapter.client_ip_transports:
+        raise doc.error("balancer.client_ip", f"{kind} takes client addresses by "
+                        f"{_choices(adapter.client_ip_transports)}; got {client_ip!r}")
+
     app_raw = doc.mapping(data.get("app") or {}, "app", APP_KEYS)
     session_cookie = app_raw.get("session_cookie", "sid")
     affinity_cookie = app_raw.get("affinity_cookie")
@@ -208,6 +214,7 @@ def from_doc(doc: Doc) -> Topology:
         app=AppSettings(session_cookie, affinity_cookie, replay_mode, leader, cache_ttl,
                         replay_options),
         expect=expect,
+        client_ip=client_ip,
         source=doc.file,
         description=str(data.get("description", "")),
     )

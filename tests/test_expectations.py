@@ -43,6 +43,14 @@ def test_when_filters_on_options():
     assert "haproxy.cookie-insert.indirect-hidden-from-app" not in ids
 
 
+def test_when_filters_on_the_client_ip_transport():
+    ids = {e.id for e in expectations_for("nginx", "ip-hash", {"client_ip": "source"})}
+    assert "nginx.ip-hash.sticky-by-address" in ids
+    assert "nginx.ip-hash.proxy-protocol-address" not in ids
+    ids = {e.id for e in expectations_for("nginx", "ip-hash", {"client_ip": "proxy-protocol"})}
+    assert "nginx.ip-hash.proxy-protocol-address" in ids
+
+
 def test_condition_parsing():
     c = parse_condition("min_stickiness >= 0.99")
     assert (c.metric, c.op, c.value) == ("min_stickiness", ">=", 0.99)
@@ -72,6 +80,8 @@ behaviours:
     ("source: documented", "source: hearsay", 8, ["expected one of"]),
     ("citation: {document: d, quote: q}", "citation: {document: d}", 9, ["quote"]),
     ("    title: t\n", "    title: t\n    params: {sessoins: 3}\n", 5, ["unknown parameter"]),
+    ("    title: t\n", "    title: t\n    when: {client_ip: pigeon}\n", 5,
+     ["client_ip: source|proxy-protocol"]),
 ])
 def test_bad_expectation_files_name_the_line(tmp_path, old, new, line, words):
     path = tmp_path / "haproxy.yaml"

@@ -112,3 +112,19 @@ def test_remap_metrics():
     out = m.remap_metrics(before, after, "client_ip", "r4")
     assert out == {"remap_keys": 4, "remapped_share": 0.5, "moved_to_new": 1,
                    "moved_between_old": 1, "new_replica_share": 0.25}
+
+
+def test_drain_metrics_and_target():
+    before = [req("a", 0, "r1"), req("a", 1, "r2"), req("b", 0, "r2"), req("c", 0, "r3")]
+    assert m.drain_target(before) == "r2"  # a and b ended on r2
+    after = [req("a", 2, "r2"), req("b", 1, "r1"),  # b left the drained replica
+             req("n1", 0, "r1"), req("n2", 0, "r2")]  # a new session landed on it
+    assert m.drain_metrics(before, after, "r2") == {
+        "drained_sessions": 2, "drained_kept_share": 0.5, "new_sessions": 2,
+        "new_on_drained": 1}
+
+
+def test_final_cookies_apply_the_last_set_cookie():
+    records = [req("a", 0, "r1", set_cookies=["SRV=r1; Path=/"]),
+               req("a", 1, "r1", cookies={"SRV": "r1"}, set_cookies=["sid=abc"])]
+    assert m.final_cookies(records) == {"a": {"SRV": "r1", "sid": "abc"}}

@@ -177,3 +177,29 @@ def test_config_is_validated():
         RouterConfig(mode="hash", hash_on="query:x")
     with pytest.raises(ValueError, match="soft_limit"):
         RouterConfig(soft_limit=10, hard_limit=5)
+
+
+# ---- draining ---------------------------------------------------------------------------
+
+def test_a_draining_replica_takes_no_new_sessions_but_keeps_pinned_ones():
+    config = RouterConfig(mode="cookie", secret=SECRET)
+    rng = random.Random(5)
+    pool = backends(r2={"draining": True})
+    fresh = {route(req(), pool, config, None, rng).replica for _ in range(100)}
+    assert fresh == {"r1", "r3"}
+    pinned = {"stickler-affinity": affinity_cookie.sign("r2", SECRET)}
+    assert route(req(cookies=pinned), pool, config, None, rng).replica == "r2"
+    forced = req(headers={"fly-force-instance-id": "r2"})
+    assert route(forced, pool, config, None, rng).replica == "r2"
+
+
+def test_a_draining_replica_leaves_the_hash_ring():
+    config = RouterConfig(mode="hash", hash_on="client-ip")
+    ring, rng = HashRing(IDS), random.Random(1)
+    ips = [f"100.64.{i}.1" for i in range(200)]
+    owners = {ip: route(req(ip=ip), backends(), config, ring, rng).replica for ip in ips}
+    drained = {ip: route(req(ip=ip), backends(r2={"draining": True}), config, ring,
+                         rng).replica for ip in ips}
+    assert "r2" not in drained.values()
+    # Only r2's keys moved.
+    assert all(drained[ip] == owner for ip, owner in owners.items() if owner != "r2")

@@ -71,3 +71,54 @@ def test_reload_keeps_serving_the_old_config_when_the_new_one_is_bad():
                    "the proxy to log the failed reload")
         status, headers, _ = request(cluster, "GET", "/cart")
         assert status == 200 and headers["x-stickler-config"] == "1"
+
+
+def test_config_client_ip_and_drain_are_validated(tmp_path):
+    from harness.errors import InputError
+    from harness.proxy.config import load_config
+
+    config = tmp_path / "proxy.yaml"
+    base = "listen: 127.0.0.1:9\nreplicas:\n  - {id: r1, address: 127.0.0.1:10%s}\n"
+    for extra, key in (("\nclient_ip: carrier", "client_ip"),
+                       ("\ntrusted_proxies: [bogus]", "trusted_proxies"),
+                       ("\ntrusted_proxies: 127.0.0.1", "trusted_proxies")):
+        config.write_text(base % "" + extra + "\n")
+        with pytest.raises(InputError) as err:
+            load_config(config)
+        assert "proxy.yaml" in str(err.value) and key in str(err.value)
+    config.write_text(base % ", drain: maybe")
+    with pytest.raises(InputError, match=r"replicas\[0\].drain"):
+        load_config(config)
+    config.write_text(base % ", drain: true" + "client_ip: xff\n")
+    loaded = load_config(config)
+    assert loaded.replicas[0].drain and loaded.client_ip == "xff"
+
+
+def test_proxy_protocol_is_required_when_configured():
+    import socket
+
+    from harness.proxy.proxy_protocol import encode_v1
+
+    topology = parse_topology(PIN.replace("mode: least-loaded",
+                                          "mode: hash-client-ip, client_ip: proxy-protocol"))
+    with ProcessCluster(topology) as cluster:
+        ep = cluster.layout.balancer
+        with socket.create_connection((ep.host, ep.port), timeout=5) as sock:
+            sock.sendall(b"GET /cart HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(100) == b""  # closed without an answer
+        with socket.create_connection((ep.host, ep.port), timeout=5) as sock:
+            sock.sendall(encode_v1("198.51.100.77", ep.host, 4000, ep.port)
+                         + b"GET /cart HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert b"198.51.100.77" in answer  # the app was told the PROXY address
+
+
+def test_nginx_refuses_to_drain_with_a_reason():
+    from harness.errors import ClusterError
+
+    topology = parse_topology("balancer: {kind: nginx, mode: roundrobin}\nreplicas: 2\n")
+    with ProcessCluster(topology) as cluster, pytest.raises(ClusterError, match="NGINX Plus"):
+        cluster.drain("r1")

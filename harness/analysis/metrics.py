@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from statistics import fmean
 
 from harness.history import RequestRecord
-from harness.traffic.cookies import parse_set_cookie
+from harness.traffic.cookies import CookieJar, parse_set_cookie
 from harness.traffic.identity import prefix24
 
 Key = Callable[[RequestRecord], str]
@@ -195,4 +195,38 @@ def remap_metrics(before: Iterable[RequestRecord], after: Iterable[RequestRecord
         "moved_between_old": len(moved) - to_new,
         "new_replica_share": sum(1 for k in common if first_after[k] == new_replica) / n
         if n else 0.0,
+    }
+
+
+def drain_target(before: Iterable[RequestRecord]) -> str:
+    """The replica to drain: the one that served the most sessions last (ties: lowest id),
+    so that sessions are pinned to it when it drains."""
+    last = Counter(rs[-1].replica for rs in group(served(before)).values())
+    return min(last, key=lambda rid: (-last[rid], rid or "")) if last else ""
+
+
+def final_cookies(records: Iterable[RequestRecord]) -> dict[str, dict[str, str]]:
+    """Each session's cookie jar after its last request: what it would send next."""
+    jars: dict[str, dict[str, str]] = {}
+    for session, rs in group(records).items():
+        jar = CookieJar(dict(rs[-1].cookies_sent))
+        jar.update(rs[-1].set_cookies)
+        jars[session] = dict(jar.cookies)
+    return jars
+
+
+def drain_metrics(before: Iterable[RequestRecord], after: Iterable[RequestRecord],
+                  target: str) -> dict[str, float]:
+    """After `target` was drained: did its sessions stay, and did new sessions avoid it?"""
+    before_groups = group(served(before))
+    pinned = {s for s, rs in before_groups.items() if rs[-1].replica == target}
+    ok_after = served(after)
+    kept = [r for r in ok_after if r.session in pinned]
+    new = [r for r in ok_after if r.session not in before_groups]
+    return {
+        "drained_sessions": len(pinned),
+        "drained_kept_share": (sum(1 for r in kept if r.replica == target) / len(kept)
+                               if kept else 0.0),
+        "new_sessions": len({r.session for r in new}),
+        "new_on_drained": sum(1 for r in new if r.replica == target),
     }

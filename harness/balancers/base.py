@@ -56,6 +56,7 @@ class Layout:
     workdir: Path
     generation: int = 1
     secret: str = ""  # per-run secrets a balancer keeps across reloads
+    draining: set[str] = field(default_factory=set)  # replicas that take no new sessions
 
 
 class Adapter:
@@ -70,6 +71,11 @@ class Adapter:
     health_check_keys: dict[str, Any] = {}
     reload_signal: int = signal.SIGHUP
     forks_workers: bool = True  # a reload starts new worker processes (HAProxy, NGINX)
+    # Why the balancer cannot drain a replica (no new sessions, pinned ones kept); "" if it can.
+    no_drain: str = ""
+    # How simulated client addresses can reach it (see harness/traffic/identity.py).
+    client_ip_transports: tuple[str, ...] = ("source", "proxy-protocol", "proxy-protocol-v2",
+                                             "xff")
 
     def which(self) -> str:
         path = shutil.which(self.binary) or next(

@@ -17,6 +17,10 @@ class Nginx(Adapter):
     template = "nginx.conf.j2"
     config_name = "nginx.conf"
     reload_signal = signal.SIGHUP
+    # Open-source NGINX has `down` (the server takes nothing, persistent clients included)
+    # and `weight`, never 0; the `drain` server parameter is NGINX Plus only.
+    no_drain = ("open-source NGINX has no drain state: `drain` is an NGINX Plus server "
+                "parameter, and `down` sends the replica's pinned clients elsewhere too")
     modes = {
         "roundrobin": ModeSpec("default weighted round robin (the baseline)"),
         "ip-hash": ModeSpec("ip_hash: key is the first three octets of an IPv4 address"),

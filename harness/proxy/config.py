@@ -9,9 +9,12 @@
     hard_limit: 25
     secret: change-me            # signs the affinity cookie
     force_timeout_ms: 5000       # how long a fly-force-instance-id request waits for its replica
+    client_ip: peer              # peer | proxy-protocol (required on every connection) | xff
+    trusted_proxies: [127.0.0.0/8]   # xff: hops whose X-Forwarded-For is believed
     health: {enabled: true, interval_ms: 500, fall: 2, rise: 1}
     replicas:
       - {id: r1, address: 127.0.0.1:8081, region: ams}
+      - {id: r2, address: 127.0.0.1:8082, drain: true}   # no new sessions; pinned ones stay
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.proxy import client_ip as addresses
 from harness.proxy.replay_cache import SessionRule
 from harness.proxy.routing import RouterConfig
 from harness.runtime.net import ensure_cluster_host
 from harness.yamlsrc import Doc, load
 
 KEYS = ("listen", "generation", "mode", "cookie_name", "hash_on", "soft_limit", "hard_limit",
-        "secret", "force_timeout_ms", "health", "replicas", "replay_cache")
+        "secret", "force_timeout_ms", "health", "replicas", "replay_cache", "client_ip",
+        "trusted_proxies")
 RULE_KEYS = ("path_prefix", "ttl_seconds", "type", "name", "allow_bypass")
 HEALTH = {"enabled": True, "interval_ms": 500, "fall": 2, "rise": 1}
 
@@ -37,6 +42,7 @@ class Upstream:
     host: str
     port: int
     region: str | None = None
+    drain: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,8 @@ class ProxyConfig:
     force_timeout_ms: int = 5000
     health: dict[str, Any] = field(default_factory=lambda: dict(HEALTH))
     replay_cache: tuple[SessionRule, ...] = ()
+    client_ip: str = "peer"
+    trusted_proxies: tuple[addresses.Network, ...] = addresses.networks(["127.0.0.0/8"])
 
 
 def _address(doc: Doc, path: str, value: Any) -> tuple[str, int]:
@@ -71,9 +79,23 @@ def from_doc(doc: Doc) -> ProxyConfig:
     if not isinstance(data["replicas"], list):
         raise doc.error("replicas", "expected a list of {id, address, region}")
     for i, item in enumerate(data["replicas"]):
-        item = doc.mapping(item, f"replicas[{i}]", ("id", "address", "region"))
+        item = doc.mapping(item, f"replicas[{i}]", ("id", "address", "region", "drain"))
         rhost, rport = _address(doc, f"replicas[{i}].address", item.get("address"))
-        replicas.append(Upstream(str(item.get("id")), rhost, rport, item.get("region")))
+        if not isinstance(item.get("drain", False), bool):
+            raise doc.error(f"replicas[{i}].drain", "expected true or false")
+        replicas.append(Upstream(str(item.get("id")), rhost, rport, item.get("region"),
+                                 item.get("drain", False)))
+    source = data.get("client_ip", "peer")
+    if source not in addresses.SOURCES:
+        raise doc.error("client_ip", f"expected one of {', '.join(addresses.SOURCES)}, "
+                                     f"got {source!r}")
+    trusted = data.get("trusted_proxies", ["127.0.0.0/8"])
+    if not isinstance(trusted, list):
+        raise doc.error("trusted_proxies", "expected a list of addresses or CIDRs")
+    try:
+        trusted_nets = addresses.networks(trusted)
+    except ValueError as exc:
+        raise doc.error("trusted_proxies", str(exc)) from None
     try:
         router = RouterConfig(
             mode=data.get("mode", "least-loaded"),
@@ -98,7 +120,8 @@ def from_doc(doc: Doc) -> ProxyConfig:
         except (ValueError, TypeError) as exc:
             raise doc.error(path, str(exc)) from None
     return ProxyConfig(host, port, router, tuple(replicas), int(data.get("generation", 1)),
-                       int(data.get("force_timeout_ms", 5000)), health, tuple(rules))
+                       int(data.get("force_timeout_ms", 5000)), health, tuple(rules), source,
+                       trusted_nets)
 
 
 def load_config(path: str | Path) -> ProxyConfig:

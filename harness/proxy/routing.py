@@ -29,6 +29,7 @@ class Backend:
     region: str | None = None
     healthy: bool = True
     inflight: int = 0  # requests in flight to it now
+    draining: bool = False  # takes no new sessions; requests pinned to it still go there
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,8 @@ class Route:
 def least_loaded(backends: Sequence[Backend], config: RouterConfig,
                  rng: random.Random) -> Backend | None:
     """Fly's default: least loaded under soft_limit, random among equals; then under
-    hard_limit; None when every healthy replica is at hard_limit."""
-    healthy = [b for b in backends if b.healthy]
+    hard_limit; None when every healthy replica is at hard_limit (or draining)."""
+    healthy = [b for b in backends if b.healthy and not b.draining]
     for limit in (config.soft_limit, config.hard_limit):
         under = [b for b in healthy if b.inflight < limit]
         if under:
@@ -133,7 +134,9 @@ def route(request: RouteRequest, backends: Sequence[Backend], config: RouterConf
     if config.mode == "hash":
         key = hash_key(request, config.hash_on)
         if key and ring is not None:
-            down = {b.id for b in backends if not b.healthy}
+            # A draining replica leaves the ring as a down one does: a hash cannot tell a
+            # session it already holds from a new one (HAProxy's weight 0 does the same).
+            down = {b.id for b in backends if not b.healthy or b.draining}
             owner = ring.lookup(key, skip=down)
             if owner is not None:
                 return Route(owner, "hash", request_headers=unavailable)

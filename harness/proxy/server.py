@@ -1,4 +1,4 @@
-"""The reference proxy's I/O shell (aiohttp): applies the pure routing decisions.
+"""The reference proxy's I/O shell: applies the pure routing decisions.
 
     python -m harness.proxy --config proxy.yaml
 
@@ -6,6 +6,7 @@ It forwards each request to the replica `routing.route` names (keep-alive, poole
 connections to replicas), retries a `fly-force-instance-id` request while its replica is
 unavailable (no fallback), sets the signed affinity cookie when told to and hides it from the
 app, appends X-Forwarded-For, runs active health checks, and re-reads its config on SIGHUP.
+HTTP itself (both sides, keep-alive, pooling) is in http1.py.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import signal
 import time
 from dataclasses import dataclass
 
-import aiohttp
-from aiohttp import web
 from multidict import CIMultiDict
 
+from harness.proxy import client_ip
 from harness.proxy.config import ProxyConfig, load_config
+from harness.proxy.http1 import ClientConnection, IncomingRequest, Pool, Reply, Upstream
 from harness.proxy.replay import (
     JSON_TYPE,
     MAX_REPLAY_BODY,
@@ -44,15 +45,6 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding
               "trailer", "upgrade", "content-length", "host"}
 PASSIVE_DOWN_S = 2.0  # after a refused connection, without active checks
 REPLAY_TIMEOUT_S = 5.0  # Fly documents "a while" before a generic 5xx; ours is 5 s
-
-
-@dataclass
-class Upstream:
-    """A replica's answer, read whole (bodies here are small; replays need the request too)."""
-
-    status: int
-    headers: CIMultiDict
-    payload: bytes
 
 
 def replay_of(up: Upstream) -> Replay | None:
@@ -79,7 +71,7 @@ class Proxy:
         self.state: dict[str, State] = {}
         self.ring = HashRing()
         self.rng = random.Random()
-        self.session: aiohttp.ClientSession | None = None
+        self.pool = Pool()
         self.cache: ReplayCache | None = None
         self._cache_rules: tuple[SessionRule, ...] = ()
         self._apply(self.config)
@@ -103,24 +95,31 @@ class Proxy:
 
     def backends(self) -> list[Backend]:
         now = time.monotonic()
-        return [Backend(u.id, u.region, s.healthy and s.down_until <= now, s.inflight)
+        return [Backend(u.id, u.region, s.healthy and s.down_until <= now, s.inflight, u.drain)
                 for u in self.config.replicas for s in [self.state[u.id]]]
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
+    def client_address(self, request: IncomingRequest) -> str:
+        """The client's address: the peer (or the PROXY protocol source), or from XFF."""
+        if self.config.client_ip == "xff":
+            return client_ip.from_xff(request.peer, ",".join(
+                request.headers.getall("X-Forwarded-For", ())), self.config.trusted_proxies)
+        return request.peer
+
+    async def handle(self, request: IncomingRequest) -> Reply:
+        body = request.body
+        client = self.client_address(request)
         rr = RouteRequest(headers={k.lower(): v for k, v in request.headers.items()},
-                          cookies=dict(request.cookies), client_ip=request.remote or "",
-                          path=request.path)
-        headers = self._upstream_headers(request)
-        host = (request.host or "").rpartition(":")[0] or (request.host or "")
+                          cookies=request.cookies, client_ip=client, path=request.path)
+        headers = self._upstream_headers(request, client)
+        host = request.host
         cache_status = None
         if self.cache is not None:
             hit = self.cache.lookup(host, request.path, rr.cookies, rr.headers)
             if hit.target and self._available(hit.target):
                 try:  # a cache hit never reaches the origin and carries no fly-replay-src
-                    up = await self._send(hit.target, request.method, request.path_qs,
+                    up = await self._send(hit.target, request.method, request.target,
                                           {**headers, "fly-replay-cache-status": "hit"}, body)
-                except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+                except OSError as exc:  # refused, reset, timed out
                     self._mark_failed(hit.target, exc)
                 else:
                     served = Route(hit.target, "replay-cache-hit")
@@ -141,9 +140,9 @@ class Proxy:
             if decision.replica is None:
                 return self._error(decision.status, decision.reason)
             try:
-                up = await self._send(decision.replica, request.method, request.path_qs,
+                up = await self._send(decision.replica, request.method, request.target,
                                       {**headers, **decision.request_headers}, body)
-            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            except OSError as exc:  # refused, reset, timed out
                 self._mark_failed(decision.replica, exc)
                 continue
             if replay_of(up) is None:
@@ -152,9 +151,9 @@ class Proxy:
                                       cache_status)
         return self._error(502, "upstream-failed")
 
-    async def _replay(self, request: web.Request, body: bytes, headers: dict[str, str],
+    async def _replay(self, request: IncomingRequest, body: bytes, headers: dict[str, str],
                       up: Upstream, decision: Route, host: str, rr: RouteRequest,
-                      cache_status: str | None) -> web.StreamResponse:
+                      cache_status: str | None) -> Reply:
         """The app answered with fly-replay: send the request where it says, once."""
         source = decision.replica or ""
         if len(body) > MAX_REPLAY_BODY:
@@ -169,7 +168,7 @@ class Proxy:
         loop = asyncio.get_running_loop()
         started = loop.time()
         timeout = replay.timeout_s if replay.timeout_s is not None else REPLAY_TIMEOUT_S
-        path, replay_headers = apply_transform(request.path_qs, dict(headers), replay.transform)
+        path, replay_headers = apply_transform(request.target, dict(headers), replay.transform)
         region = next((u.region for u in self.config.replicas if u.id == source), None)
         replay_headers["fly-replay-src"] = src_header(source, region, int(time.time() * 1e6),
                                                       replay.state)
@@ -184,7 +183,7 @@ class Proxy:
             try:
                 answer = await self._send(target, request.method, path,
                                           {**replay_headers, **extra}, body)
-            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            except OSError as exc:  # refused, reset, timed out
                 self._mark_failed(target, exc)
                 reason = "retries_exhausted"
                 continue
@@ -200,7 +199,7 @@ class Proxy:
             if back:
                 # Fallback deliveries cannot replay again: their answer goes to the client.
                 failed = failed_header(replay, source, reason, elapsed)
-                answer = await self._send(back, request.method, request.path_qs,
+                answer = await self._send(back, request.method, request.target,
                                           {**headers, "fly-replay-failed": failed}, body)
                 answer.headers.popall("fly-replay", None)
                 return self._respond(answer, Route(back, "replay-fallback"))
@@ -226,14 +225,18 @@ class Proxy:
     def _available(self, replica: str) -> bool:
         return any(b.id == replica and b.healthy for b in self.backends())
 
-    def _upstream_headers(self, request: web.Request) -> dict[str, str]:
+    def _upstream_headers(self, request: IncomingRequest, client: str) -> dict[str, str]:
         headers = {k: v for k, v in request.headers.items()
-                   if k.lower() not in HOP_BY_HOP and k.lower() != "cookie"}
+                   if k.lower() not in HOP_BY_HOP and k.lower() not in ("cookie",
+                                                                          "x-forwarded-for")}
         cookie = self._cookie_header(request)
         if cookie:
             headers["Cookie"] = cookie
-        prior = request.headers.get("X-Forwarded-For")
-        headers["X-Forwarded-For"] = f"{prior}, {request.remote}" if prior else request.remote
+        # Append the address this hop takes for the client's (the peer, the PROXY protocol
+        # source, or the trusted X-Forwarded-For hop), as NGINX's $proxy_add_x_forwarded_for
+        # does after its realip module has set $remote_addr.
+        prior = ", ".join(request.headers.getall("X-Forwarded-For", ()))
+        headers["X-Forwarded-For"] = f"{prior}, {client}" if prior else client
         return headers
 
     async def _send(self, replica: str, method: str, path_qs: str, headers: dict[str, str],
@@ -242,35 +245,31 @@ class Proxy:
         state = self.state[upstream.id]
         state.inflight += 1
         try:
-            assert self.session is not None
-            async with self.session.request(
-                    method, f"http://{upstream.host}:{upstream.port}{path_qs}",
-                    headers=headers, data=body or None, allow_redirects=False) as resp:
-                payload = await resp.read()
-                out = CIMultiDict((k, v) for k, v in resp.headers.items()
-                                  if k.lower() not in HOP_BY_HOP)
-                return Upstream(resp.status, out, payload)
+            return await self.pool.request(upstream.host, upstream.port, method, path_qs,
+                                           headers, body)
         finally:
             state.inflight -= 1
 
-    def _respond(self, up: Upstream, decision: Route) -> web.Response:
-        response = web.Response(status=up.status, body=up.payload, headers=up.headers)
+    def _respond(self, up: Upstream, decision: Route) -> Reply:
+        headers = CIMultiDict((k, v) for k, v in up.headers.items()
+                              if k.lower() not in HOP_BY_HOP)
         if decision.set_cookie:
-            response.set_cookie(self.config.router.cookie_name, decision.set_cookie, path="/",
-                                httponly=True)
-        return self._reply(response, decision)
+            headers.add("Set-Cookie", f"{self.config.router.cookie_name}="
+                                      f"{decision.set_cookie}; HttpOnly; Path=/")
+        return self._reply(Reply(up.status, headers, up.payload), decision)
 
-    def _error(self, status: int, reason: str, detail: str = "") -> web.Response:
+    def _error(self, status: int, reason: str, detail: str = "") -> Reply:
         text = f"stickler-proxy: {reason}" + (f": {detail}" if detail else "") + "\n"
-        return self._reply(web.Response(status=status, text=text), Route(None, reason, status))
+        headers = CIMultiDict({"Content-Type": "text/plain; charset=utf-8"})
+        return self._reply(Reply(status, headers, text.encode()), Route(None, reason, status))
 
-    def _cookie_header(self, request: web.Request) -> str:
+    def _cookie_header(self, request: IncomingRequest) -> str:
         """The client's cookies minus the proxy's own affinity cookie (the app never sees it)."""
         name = self.config.router.cookie_name
         kept = [f"{k}={v}" for k, v in request.cookies.items() if k != name]
         return "; ".join(kept)
 
-    def _reply(self, response: web.Response, decision: Route) -> web.Response:
+    def _reply(self, response: Reply, decision: Route) -> Reply:
         response.headers["X-Stickler-Config"] = str(self.config.generation)
         response.headers["X-Stickler-Route"] = decision.reason
         return response
@@ -292,14 +291,13 @@ class Proxy:
 
     async def _check(self, upstream) -> None:
         state = self.state.get(upstream.id)
-        if state is None or self.session is None:
+        if state is None:
             return
-        timeout = aiohttp.ClientTimeout(total=self.config.health["interval_ms"] / 1000)
         try:
-            async with self.session.get(f"http://{upstream.host}:{upstream.port}/healthz",
-                                        timeout=timeout) as resp:
-                ok = 200 <= resp.status < 400
-        except (TimeoutError, aiohttp.ClientError):
+            answer = await self.pool.request(upstream.host, upstream.port, "GET", "/healthz",
+                                             {}, b"", self.config.health["interval_ms"] / 1000)
+            ok = 200 <= answer.status < 400
+        except OSError:
             ok = False
         if ok:
             state.oks, state.fails = state.oks + 1, 0
@@ -313,27 +311,24 @@ class Proxy:
                 log.info("replica %s is down", upstream.id)
 
 
-def make_app(proxy: Proxy) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.router.add_route("*", "/{tail:.*}", proxy.handle)
-
-    async def start(app: web.Application) -> None:
-        proxy.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30),
-            timeout=aiohttp.ClientTimeout(total=30, connect=2), auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar())
-        checker = asyncio.create_task(proxy.health_loop())
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, proxy.reload)
-        app["checker"] = checker
-
-    async def stop(app: web.Application) -> None:
-        app["checker"].cancel()
-        if proxy.session:
-            await proxy.session.close()
-
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
-    return app
+async def serve(proxy: Proxy) -> None:
+    """Serve until SIGTERM or SIGINT; SIGHUP re-reads the config."""
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, proxy.reload)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopped.set)
+    server = await loop.create_server(
+        lambda: ClientConnection(proxy.handle,
+                                 proxy_protocol=proxy.config.client_ip == "proxy-protocol"),
+        proxy.config.host, proxy.config.port, reuse_address=True, backlog=1024)
+    checker = loop.create_task(proxy.health_loop())
+    try:
+        await stopped.wait()
+    finally:
+        checker.cancel()
+        server.close()
+        proxy.pool.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -349,10 +344,10 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass
-    log.info("stickler proxy on %s:%d, mode %s, generation %d", proxy.config.host,
-             proxy.config.port, proxy.config.router.mode, proxy.config.generation)
-    web.run_app(make_app(proxy), host=proxy.config.host, port=proxy.config.port, print=None,
-                access_log=None)
+    log.info("stickler proxy on %s:%d, mode %s, client address from %s, generation %d",
+             proxy.config.host, proxy.config.port, proxy.config.router.mode,
+             proxy.config.client_ip, proxy.config.generation)
+    asyncio.run(serve(proxy))
 
 
 if __name__ == "__main__":

@@ -169,7 +169,27 @@ class ProcessCluster:
         del self.replicas[replica]
         assert self.layout
         self.layout.replicas.pop(replica, None)
+        self.layout.draining.discard(replica)
         self._event("remove", replica)
+
+    def drain(self, replica: str) -> None:
+        """Stop sending new sessions to `replica`; sessions pinned to it stay (a reload)."""
+        self._replica(replica)
+        if self.adapter.no_drain:
+            raise ClusterError(f"cannot drain {replica}: {self.adapter.no_drain}")
+        assert self.layout
+        self.layout.draining.add(replica)
+        self.reload()
+        self._event("drain", replica)
+
+    def undrain(self, replica: str) -> None:
+        """Let `replica` take new sessions again."""
+        self._replica(replica)
+        assert self.layout
+        if replica in self.layout.draining:
+            self.layout.draining.discard(replica)
+            self.reload()
+            self._event("undrain", replica)
 
     def reload(self) -> None:
         """Re-render the config and reload the balancer gracefully.
@@ -310,7 +330,8 @@ class ProcessCluster:
         ep = self.layout.balancer
 
         def answers() -> bool:
-            resp = wait.http_get(ep.host, ep.port, "/healthz")
+            resp = wait.http_get(ep.host, ep.port, "/healthz", proxy_header=self.topology
+                                 .client_ip.startswith("proxy-protocol"))
             return resp is not None and resp.getheader("X-Stickler-Config") == str(generation)
 
         try:

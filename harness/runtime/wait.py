@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from harness.proxy import proxy_protocol
+
 
 def until(predicate: Callable[[], bool], timeout: float, what: str,
           interval: float = 0.02, check: Callable[[], None] | None = None) -> None:
@@ -23,11 +25,16 @@ def until(predicate: Callable[[], bool], timeout: float, what: str,
         time.sleep(interval)
 
 
-def http_get(host: str, port: int, path: str = "/",
-             timeout: float = 1.0) -> http.client.HTTPResponse | None:
-    """A GET on a new connection (body read), or None when nothing answers."""
+def http_get(host: str, port: int, path: str = "/", timeout: float = 1.0,
+             proxy_header: bool = False) -> http.client.HTTPResponse | None:
+    """A GET on a new connection (body read), or None when nothing answers. With
+    `proxy_header`, the connection opens with a PROXY v1 line (balancers that require one)."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
+        if proxy_header:
+            conn.connect()
+            source_port = conn.sock.getsockname()[1]
+            conn.sock.sendall(proxy_protocol.encode_v1("127.0.0.1", host, source_port, port))
         conn.request("GET", path, headers={"Connection": "close"})
         resp = conn.getresponse()
         resp.read()

@@ -77,6 +77,8 @@ def run_load(cluster: Any, profile: Profile, *, duration: float, seed: int, work
     t0 = time.time()
     env = {**os.environ, "STICKLER_POPULATION": str(pop), "STICKLER_HISTORY_DIR": str(workdir),
            "STICKLER_T0": repr(t0), "STICKLER_WORKERS": str(processes),
+           "STICKLER_TRANSPORT": getattr(getattr(cluster, "topology", None), "client_ip",
+                                         "source"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
                                                        os.environ.get("PYTHONPATH")]))}
     cmd = _command(cluster.url, profile, duration, processes, web, workdir)

@@ -5,6 +5,7 @@ Environment (set by harness.traffic.load.run_load):
   STICKLER_HISTORY_DIR  where each process writes history-<pid>.jsonl
   STICKLER_T0           epoch seconds that record times count from
   STICKLER_WORKERS      Locust worker processes (default: --processes, or 1)
+  STICKLER_TRANSPORT    how client addresses reach the balancer (traffic/identity.py)
 
 Built on geventhttpclient (the client of Locust's FastHttpUser), driven directly: one
 HTTPClient per user whose connection pool binds each new socket to the user's current source
@@ -37,7 +38,9 @@ from locust.exception import StopUser
 from requests.exceptions import HTTPError
 
 from harness.history import RequestRecord
+from harness.proxy import proxy_protocol
 from harness.runtime.net import ensure_loopback
+from harness.traffic import identity
 from harness.traffic.cookies import CookieJar
 from harness.traffic.observe import observe
 from harness.traffic.plans import ITEMS
@@ -45,6 +48,7 @@ from harness.traffic.profile import UserSpec, session_length
 
 log = logging.getLogger("stickler.locust")
 T0 = float(os.environ.get("STICKLER_T0") or time.time())
+TRANSPORT = os.environ.get("STICKLER_TRANSPORT") or "source"
 TIMEOUT = 60.0  # s to connect, and between reads (FastHttpUser's defaults)
 _user_numbers = itertools.count()  # per process; forked workers each start at 0
 _population: list[UserSpec] = []
@@ -105,19 +109,28 @@ def refuse_other_hosts(environment, **_: object) -> None:
 
 
 class _BindsSource:
-    """A geventhttpclient connection pool whose sockets leave from `source_ip`."""
+    """A geventhttpclient connection pool whose sockets leave from `source_ip`, or, for the
+    PROXY protocol transports, open with a header that names `wire_ip`."""
 
     source_ip: str
+    wire_ip: str
 
     def _create_tcp_socket(self, family: int, socktype: int,
                            protocol: int) -> gevent.socket.socket:
         sock = super()._create_tcp_socket(family, socktype, protocol)  # type: ignore[misc]
-        try:
-            sock.bind((self.source_ip, 0))
-        except BaseException:
-            sock.close()
-            raise
+        if TRANSPORT == "source":
+            try:
+                sock.bind((self.source_ip, 0))
+            except BaseException:
+                sock.close()
+                raise
         return sock
+
+    def after_connect(self, sock: gevent.socket.socket) -> None:
+        if TRANSPORT in identity.PROXY_VERSIONS:
+            host, port = sock.getpeername()[:2]
+            sock.sendall(proxy_protocol.encode(identity.PROXY_VERSIONS[TRANSPORT], self.wire_ip,
+                                               host, sock.getsockname()[1], port))
 
 
 class SourcePool(_BindsSource, ConnectionPool):
@@ -141,6 +154,7 @@ class SourceClient(HTTPClient):
         pool = self._connection_pool
         pool.__class__ = SourceSSLPool if ssl else SourcePool
         pool.source_ip = ensure_loopback(source_ip)  # type: ignore[attr-defined]
+        pool.wire_ip = identity.on_wire(source_ip, TRANSPORT)  # type: ignore[attr-defined]
         self.source_ip = source_ip
 
 
@@ -222,13 +236,17 @@ class Shopper(User):
                 self._use_address(ip)
         method, path = self._next_step()
         sent_headers = {"X-Forwarded-For": spec.xff} if spec.xff else {}
+        wire_ip = identity.on_wire(self.address, TRANSPORT)
+        if TRANSPORT == "xff":  # the client's own hop, after a CDN edge's
+            sent_headers["X-Forwarded-For"] = (f"{spec.xff}, {wire_ip}" if spec.xff
+                                               else wire_ip)
         headers = dict(sent_headers)
         if cookie := self.jar.header():
             headers["Cookie"] = cookie
         expected = 0 if path == "/checkout" else self.cart + (1 if method == "POST" else 0)
         record = RequestRecord(
             t=time.time() - T0, duration=0.0, scenario="load", user=self.user_id,
-            session=self.session, seq=self.seq, client_ip=self.address, transport="source",
+            session=self.session, seq=self.seq, client_ip=wire_ip, transport=TRANSPORT,
             connection="keepalive", method=method, path=path,
             cookies_sent=dict(self.jar.cookies), headers_sent=sent_headers,
             cart_expected=expected)

@@ -27,6 +27,7 @@ class SessionPlan:
     headers: dict[str, str] = field(default_factory=dict)  # sent on every request
     initial_cookies: dict[str, str] = field(default_factory=dict)  # e.g. a forged cookie
     body_bytes: int = 0  # size of each POST body (an upload), zero bytes by default
+    cart_before: int = 0  # items already in the cart: a session that goes on from earlier
 
 
 ITEMS = ("apple", "bread", "cheese", "dates", "eggs", "flour", "grapes", "honey")

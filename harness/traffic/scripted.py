@@ -14,17 +14,34 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 from harness.history import RequestRecord
+from harness.proxy import proxy_protocol
 from harness.runtime.net import ensure_loopback
+from harness.traffic import identity
 from harness.traffic.cookies import CookieJar
 from harness.traffic.observe import observe
 from harness.traffic.plans import PAUSE, SessionPlan
+
+
+class ProxyProtocolConnection(http.client.HTTPConnection):
+    """An HTTP connection that opens with a PROXY protocol header naming `client_ip`."""
+
+    def __init__(self, host: str, port: int, *, client_ip: str, version: int, timeout: float):
+        super().__init__(host, port, timeout=timeout)
+        self.client_ip = client_ip
+        self.version = version
+
+    def connect(self) -> None:
+        super().connect()
+        source_port = self.sock.getsockname()[1]
+        self.sock.sendall(proxy_protocol.encode(self.version, self.client_ip, self.host,
+                                                source_port, self.port))
 
 
 class Driver:
     def __init__(self, url: str, *, scenario: str, check: str = "",
                  sink: Callable[[RequestRecord], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, t0: float | None = None,
-                 timeout: float = 10.0, concurrency: int = 8):
+                 timeout: float = 10.0, concurrency: int = 8, transport: str = "source"):
         parts = urlsplit(url)
         self.host = ensure_loopback(parts.hostname or "")
         self.port = parts.port or 80
@@ -35,6 +52,8 @@ class Driver:
         self.t0 = clock() if t0 is None else t0
         self.timeout = timeout
         self.concurrency = concurrency
+        identity.on_wire("127.16.0.1", transport)  # rejects an unknown transport early
+        self.transport = transport
 
     def run(self, plans: list[SessionPlan]) -> list[RequestRecord]:
         """Run every plan; the records come back grouped by session, in plan order."""
@@ -47,7 +66,7 @@ class Driver:
         jar = CookieJar(dict(plan.initial_cookies))
         conn: http.client.HTTPConnection | None = None
         records = []
-        cart_expected = 0
+        cart_expected = plan.cart_before
         try:
             seq = -1
             for step in plan.steps:
@@ -75,6 +94,12 @@ class Driver:
         return records
 
     def _connect(self, client_ip: str) -> http.client.HTTPConnection:
+        if self.transport in identity.PROXY_VERSIONS:
+            return ProxyProtocolConnection(
+                self.host, self.port, client_ip=identity.on_wire(client_ip, self.transport),
+                version=identity.PROXY_VERSIONS[self.transport], timeout=self.timeout)
+        if self.transport == "xff":
+            return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout,
                                           source_address=(ensure_loopback(client_ip), 0))
 
@@ -82,6 +107,10 @@ class Driver:
               method: str, path: str, jar: CookieJar,
               cart_before: int) -> tuple[RequestRecord, http.client.HTTPConnection]:
         headers = dict(plan.headers)
+        wire_ip = identity.on_wire(plan.client_ip, self.transport)
+        if self.transport == "xff":  # the client's hop, after any the plan itself carries
+            prior = headers.get("X-Forwarded-For")
+            headers["X-Forwarded-For"] = f"{prior}, {wire_ip}" if prior else wire_ip
         cookie = jar.header()
         if cookie:
             headers["Cookie"] = cookie
@@ -90,7 +119,7 @@ class Driver:
         expected = cart_before + (1 if method == "POST" else 0)
         record = RequestRecord(
             t=self.clock() - self.t0, duration=0.0, scenario=self.scenario, user=plan.user,
-            session=plan.session, seq=seq, client_ip=plan.client_ip, transport="source",
+            session=plan.session, seq=seq, client_ip=wire_ip, transport=self.transport,
             connection=plan.connection, method=method, path=path,
             cookies_sent=dict(jar.cookies), headers_sent={k: v for k, v in plan.headers.items()},
             cart_expected=expected, check=self.check,
