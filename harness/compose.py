@@ -50,7 +50,9 @@ def render(topology: Topology, subnet: str = DEFAULT_SUBNET) -> dict[str, str]:
     replicas = {r.id: Endpoint(str(net.network_address + REPLICA_OFFSET + i), PORT)
                 for i, r in enumerate(topology.replicas)}
     balancer_ip = str(net.network_address + BALANCER_OFFSET)
-    layout = Layout(Endpoint("0.0.0.0", PORT), replicas, WORKDIR)
+    # Published ports reach the balancer from the network's gateway (Docker takes .1).
+    layout = Layout(Endpoint("0.0.0.0", PORT), replicas, WORKDIR,
+                    trusted=str(net.network_address + 1))
     layout.secret = images.digest("compose", topology.name)  # stable, so renders diff clean
     config = adapter.render(topology, layout)
     config_path = WORKDIR / adapter.config_name

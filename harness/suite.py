@@ -76,15 +76,23 @@ def generate_cases(metafunc: pytest.Metafunc, suite: str) -> None:
     metafunc.parametrize("case", [cases[i] for i in order], ids=[ids[i] for i in order])
 
 
-# Modes whose routing keys on the client address: behind a runtime that hides it, their
-# checks stay `unknown` (harness.analysis.verdicts).
+# Modes whose routing keys on the client address: where the runtime loses it, their checks
+# are not run but recorded as `unknown`.
 ADDRESS_MODES = {("haproxy", "source"), ("haproxy", "source-consistent"),
                  ("nginx", "ip-hash"), ("reference", "hash-client-ip")}
 
 
-def depends_on_client_address(topology: Topology, key: str) -> bool:
-    return key in ("client_ip", "prefix24") or any(
-        (topology.kind, mode) in ADDRESS_MODES for mode in (topology.mode, topology.expect))
+def carries_client_address(runtime: type, topology: Topology) -> bool:
+    """Whether this runtime gets the simulated client address to the balancer."""
+    check = getattr(runtime, "carries_client_address", None)
+    return True if check is None else bool(check(topology))
+
+
+def depends_on_client_address(topology: Topology) -> bool:
+    """Whether the balancer routes on the client address (in its real or its claimed mode).
+    Grouping requests by the address the harness sent does not count: that address is the
+    harness's own record, whatever the balancer saw."""
+    return any((topology.kind, mode) in ADDRESS_MODES for mode in (topology.mode, topology.expect))
 
 
 class Case(NamedTuple):
@@ -140,11 +148,12 @@ def run_check(case: Case | tuple[Topology, Expectation], pool: ClusterPool, log:
     topology, exp = case[0], case[1]
     runtime = getattr(case, "runtime", None) or pool.runtime
     scenario = SCENARIOS[exp.scenario]
-    if not getattr(RUNTIMES[runtime], "preserves_client_address", True) and \
-            depends_on_client_address(topology, scenario.key):
+    if not carries_client_address(RUNTIMES[runtime], topology) and \
+            depends_on_client_address(topology):
         # Restricted, not guessed: recorded as unknown in the report, skipped in pytest.
-        reason = (f"the {runtime} runtime does not carry client addresses to the balancer "
-                  f"(a PROXY-protocol transport is pending), and this check depends on them")
+        reason = (f"the {runtime} runtime does not carry `source` client addresses to the "
+                  f"balancer (use client_ip proxy-protocol or xff), and this check depends on "
+                  f"them")
         log.record(_entry(topology, exp, runtime, UNKNOWN, reason, 0, {}, []))
         pytest.skip(f"{topology.name}: {exp.id} not run: {reason}")
     cluster = pool.get(topology, runtime)
@@ -156,16 +165,15 @@ def run_check(case: Case | tuple[Topology, Expectation], pool: ClusterPool, log:
         outcome = scenario.run(cluster, topology.as_claimed(), rng, exp.params,
                                sink=history.write,
                                check=exp.id)
-    addresses_matter = getattr(cluster, "preserves_client_address", True) or \
-        depends_on_client_address(topology, outcome.key)
+    addresses_matter = carries_client_address(type(cluster), topology) or \
+        depends_on_client_address(topology)
     verdict = judge(exp.conditions, outcome.metrics, exp.min_samples, exp.samples,
                     addresses_matter=addresses_matter)
     if not addresses_matter and outcome.metrics.get("client_ip_mismatches", 0):
         outcome.evidence.append(
             f"the balancer saw another client address than sent on "
             f"{outcome.metrics['client_ip_mismatches']:g} requests ({cluster.runtime} runtime "
-            f"without a client-address transport); neither mode {topology.mode} nor this "
-            f"check's grouping by {outcome.key} depends on it")
+            f"with client_ip {topology.client_ip}); mode {topology.mode} does not route on it")
     log.record(_entry(topology, exp, cluster.runtime, verdict.verdict, verdict.reason,
                       verdict.samples, outcome.metrics, outcome.evidence))
     if verdict.verdict != PASS:

@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -110,15 +111,53 @@ def test_cluster_serves_and_leaves_nothing(kind: str, docker_client) -> None:
     assert ours(docker_client, run_id) == ([], [])
 
 
-def test_balancer_sees_the_gateway_not_our_address(docker_client) -> None:
-    """Why address-keyed checks are `unknown` in containers until a PROXY-protocol transport:
-    the address the app is told is Docker's, not the 127.x address we sent from."""
+def test_source_addresses_are_lost_behind_the_gateway(docker_client) -> None:
+    """Why the `source` transport's address checks are not run in containers: the address
+    the app is told is Docker's gateway, not the 127.x address we sent from."""
     with ContainerCluster(topology("nginx", replicas=1)) as cluster:
-        assert cluster.preserves_client_address is False
+        assert not ContainerCluster.carries_client_address(cluster.topology)
         _, _, body = get(cluster.url)
         seen = body["x_forwarded_for"].split(",")[-1].strip()
         assert not seen.startswith("127."), seen
-        assert seen in (str(a) for a in cluster.subnet)
+        assert seen == cluster.gateway
+
+
+def raw_get(url: str, preamble: bytes = b"", headers: str = "") -> dict:
+    """GET / on a new connection, optionally opened with `preamble` (a PROXY header)."""
+    host, port = url.removeprefix("http://").split(":")
+    assert host.startswith("127."), host
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(preamble + f"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     f"{headers}\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return json.loads(body)
+
+
+@pytest.mark.parametrize("kind, transport", [
+    ("nginx", "proxy-protocol"), ("haproxy", "proxy-protocol-v2"), ("haproxy", "xff"),
+    ("reference", "proxy-protocol"), ("reference", "xff")])
+def test_label_transports_carry_the_client_address(kind: str, transport: str,
+                                                   docker_client) -> None:
+    """PROXY protocol and X-Forwarded-For get the simulated address through Docker's
+    gateway: the balancer believes the gateway (its trusted hop) and forwards the label."""
+    from harness.proxy import proxy_protocol
+
+    mode = {"nginx": "ip-hash", "haproxy": "source", "reference": "hash-client-ip"}[kind]
+    label = "100.64.7.9"
+    extra = f"  client_ip: {transport}\n"
+    with ContainerCluster(topology(kind, mode, replicas=2, extra=extra)) as cluster:
+        assert ContainerCluster.carries_client_address(cluster.topology)
+        if transport == "xff":
+            body = raw_get(cluster.url, headers=f"X-Forwarded-For: {label}\r\n")
+        else:
+            encode = proxy_protocol.encode_v1 if transport == "proxy-protocol" \
+                else proxy_protocol.encode_v2
+            body = raw_get(cluster.url, encode(label, "127.0.0.1", 40000, 8080))
+        assert body["x_forwarded_for"].split(",")[-1].strip() == label, body
 
 
 def test_faults_kill_restart_pause_disconnect(docker_client) -> None:

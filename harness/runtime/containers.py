@@ -11,9 +11,10 @@ the host name: leaving the `with` block (normally, by exception, SIGTERM or Ctrl
 it, and `stickler clean` removes what a SIGKILLed run left.
 
 Testcontainers starts the containers; the docker SDK does the rest (networks, faults, exec).
-Client addresses: the balancer sees Docker's gateway as the client, not the 127.x source
-address the harness bound, so checks that depend on the client address come out `unknown`
-(the app reports the address the balancer saw, and the verdict notices the mismatch).
+Client addresses: connections reach the balancer from Docker's gateway, not from the 127.x
+source address the harness bound. The PROXY-protocol and X-Forwarded-For transports carry
+the simulated address as a label, with the gateway as the trusted hop (`Layout.trusted`);
+with the `source` transport the address is lost (see `carries_client_address`).
 """
 
 from __future__ import annotations
@@ -107,8 +108,12 @@ class Node:
 
 class ContainerCluster:
     runtime = "containers"
-    # The balancer sees Docker's gateway as every client (see the module doc).
-    preserves_client_address = False
+    @staticmethod
+    def carries_client_address(topology: Topology) -> bool:
+        """Whether the balancer can learn the simulated client address: the connection comes
+        from Docker's gateway, so only the label transports (PROXY protocol, X-Forwarded-For
+        from the gateway, the trusted hop) carry it; `source` addresses are lost."""
+        return topology.client_ip != "source"
 
     def __init__(self, topology: Topology, *,
                  on_event: Callable[[FaultRecord], None] | None = None,
@@ -125,6 +130,7 @@ class ContainerCluster:
         self.client = None
         self.network = None
         self.subnet: ipaddress.IPv4Network | None = None
+        self.gateway = ""
         self.layout: Layout | None = None
         self.replicas: dict[str, Node] = {}
         self.balancer: Node | None = None
@@ -151,7 +157,7 @@ class ContainerCluster:
         clean(self.client)  # what SIGKILLed runs left
         self.image = self.image or images.ensure_node_image(self.client)
         self._create_network()
-        self.layout = Layout(Endpoint("0.0.0.0", PORT), {}, WORKDIR)
+        self.layout = Layout(Endpoint("0.0.0.0", PORT), {}, WORKDIR, trusted=self.gateway)
         for replica in self.topology.replicas:
             self._start_replica(replica.id)
         self._start_balancer()
@@ -276,7 +282,27 @@ class ContainerCluster:
         del self.replicas[replica]
         assert self.layout
         self.layout.replicas.pop(replica, None)
+        self.layout.draining.discard(replica)
         self._event("remove", replica)
+
+    def drain(self, replica: str) -> None:
+        """Stop sending new sessions to `replica`; sessions pinned to it stay (a reload)."""
+        self._replica(replica)
+        if self.adapter.no_drain:
+            raise ClusterError(f"cannot drain {replica}: {self.adapter.no_drain}")
+        assert self.layout
+        self.layout.draining.add(replica)
+        self.reload()
+        self._event("drain", replica)
+
+    def undrain(self, replica: str) -> None:
+        """Let `replica` take new sessions again."""
+        self._replica(replica)
+        assert self.layout
+        if replica in self.layout.draining:
+            self.layout.draining.discard(replica)
+            self.reload()
+            self._event("undrain", replica)
 
     def reload(self) -> None:
         """Re-render, check and install the config, signal the balancer, and return once new
@@ -337,6 +363,9 @@ class ContainerCluster:
         self.network = self.client.networks.create(
             name, driver="bridge", labels=self.labels,
             ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)]))
+        self.network.reload()
+        config = self.network.attrs["IPAM"]["Config"][0]
+        self.gateway = config.get("Gateway") or str(self.subnet.network_address + 1)
 
     def _address(self, offset: int) -> str:
         assert self.subnet
@@ -447,8 +476,10 @@ class ContainerCluster:
         assert self.balancer
         ep = self.balancer.published
 
+        proxy_header = self.topology.client_ip.startswith("proxy-protocol")
+
         def answers() -> bool:
-            resp = wait.http_get(ep.host, ep.port, "/healthz")
+            resp = wait.http_get(ep.host, ep.port, "/healthz", proxy_header=proxy_header)
             return resp is not None and resp.getheader("X-Stickler-Config") == str(generation)
 
         try:
