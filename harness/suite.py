@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,7 +50,17 @@ def selected_topologies(config: pytest.Config) -> list[Topology]:
     return [t for t in topologies if not kinds or t.kind in kinds]
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def configure(config: pytest.Config) -> None:
+    # pytest records a SystemExit inside a test as a failure and goes on with the next one;
+    # a KeyboardInterrupt stops the session and tears the cluster pool down. So SIGTERM
+    # (CI cancelling a job) stops a conformance run the way Ctrl-C does.
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _interrupt)
     seed = config.getoption("--seed")
     if seed is None:
         seed = int(os.environ.get("STICKLER_SEED") or random.SystemRandom().randrange(2**31))

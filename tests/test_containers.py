@@ -270,15 +270,19 @@ def test_signal_removes_containers_and_network(sig: int, tmp_path: Path, docker_
         remove_run(docker_client, run_id)
 
 
-def test_clean_removes_what_a_killed_run_left(tmp_path: Path, docker_client) -> None:
+def test_clean_removes_what_a_killed_run_left(tmp_path: Path, docker_client, capsys) -> None:
+    from harness.cli import main
+
     proc, run_id = start_script(tmp_path)
     try:
         proc.kill()  # SIGKILL: no handler runs, the containers stay
         proc.wait(timeout=10)
         containers, networks = ours(docker_client, run_id)
         assert len(containers) == 3 and len(networks) == 1
-        removed = clean(docker_client)
-        assert {n for _, n in removed} >= {*containers, *networks}
+        assert main(["clean"]) == 0
+        out = capsys.readouterr().out
+        assert all(f"removed container {c}" in out for c in containers), out
+        assert f"removed network {networks[0]}" in out
         assert ours(docker_client, run_id) == ([], [])
     finally:
         from harness.runtime.containers import remove_run
@@ -290,3 +294,52 @@ def test_clean_spares_live_runs(docker_client) -> None:
     with ContainerCluster(topology("nginx", replicas=1)) as cluster:
         clean(docker_client)
         assert len(ours(docker_client, cluster.run_id)[0]) == 2
+
+
+def test_drain_and_undrain_by_reload(docker_client) -> None:
+    with ContainerCluster(topology("haproxy", replicas=2)) as cluster:
+        cluster.drain("r1")  # weight 0: no new sessions (round robin: no requests)
+        assert set(served_by(cluster, 6)) == {"r2"}
+        cluster.undrain("r1")
+        assert set(served_by(cluster, 6)) == {"r1", "r2"}
+    with ContainerCluster(topology("nginx", replicas=1)) as cluster, \
+            pytest.raises(Exception, match="NGINX Plus"):
+        cluster.drain("r1")
+
+
+def test_conformance_runtime_all_writes_one_report_per_runtime(tmp_path) -> None:
+    from harness.cli import main
+
+    topo = ROOT / "fixtures" / "topologies" / "haproxy-cookie-insert.yaml"
+    code = main(["conformance", "--runtime", "all", "--topology", str(topo), "--suite",
+                 "stickiness", "-k", "cookie-insert.sticky-keepalive",
+                 "--report-dir", str(tmp_path)])
+    assert code == 0
+    for runtime in ("processes", "containers"):
+        report = json.loads((tmp_path / runtime / "report.json").read_text())
+        assert report["runtime"] == runtime
+        assert [c["verdict"] for c in report["checks"]] == ["pass"]
+
+
+def test_sigterm_during_conformance_leaves_no_container(tmp_path, docker_client) -> None:
+    stickler = Path(sys.executable).parent / "stickler"
+    topo = ROOT / "fixtures" / "topologies" / "haproxy-cookie-insert.yaml"
+    proc = subprocess.Popen([str(stickler), "conformance", "--runtime", "containers",
+                             "--topology", str(topo), "--report-dir", str(tmp_path / "r")],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL, preexec_fn=default_sigint)
+    mine = {"label": f"stickler.pid={proc.pid}"}
+    try:
+        assert _eventually(lambda: len(docker_client.containers.list(filters=mine)) == 4, 60)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        assert docker_client.containers.list(all=True, filters=mine) == []
+        assert docker_client.networks.list(filters=mine) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for c in docker_client.containers.list(all=True, filters=mine):
+            c.remove(force=True)
+        for n in docker_client.networks.list(filters=mine):
+            n.remove()
