@@ -215,7 +215,24 @@ def build(client=None, *, base: str | None = None, offline: bool | None = None,
             raise ImageError(f"docker build of {tag} failed: {exc.msg}\n{lines[-3000:]}") \
                 from None
     _tag_latest(client, tag)
+    _remove_older(client, tag, log)
     return tag
+
+
+def _remove_older(client, keep: str, log: Log) -> None:
+    """Drop node images of earlier inputs, so edits to the harness do not pile up images.
+    An image a running cluster uses is refused by Docker, and stays."""
+    import docker.errors
+
+    for image in client.images.list(NODE_REPO):
+        if keep in image.tags:
+            continue
+        for old in image.tags:
+            try:
+                client.images.remove(old)
+                log(f"node: removed the older {old}")
+            except docker.errors.APIError:
+                pass
 
 
 def _tag_latest(client, tag: str) -> None:
