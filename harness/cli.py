@@ -29,6 +29,7 @@ def _suite_files(names: list[str]) -> list[str]:
 
 def cmd_conformance(args: argparse.Namespace) -> int:
     from harness.balancers import ADAPTERS
+    from harness.expectations import EXPECTATIONS_DIR, load_expectations
     from harness.topology import load_topology
 
     # Validate every input before anything starts, so bad input costs nothing.
@@ -45,6 +46,8 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         from harness.runtime import docker_env
 
         docker_env.client().close()  # fail early, saying how to start a daemon
+    for kind in ADAPTERS:  # a broken expectation file is named before anything runs
+        load_expectations(EXPECTATIONS_DIR / f"{kind}.yaml")
     files = _suite_files(args.suite)
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -175,6 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.containers_cli import add_parser as add_containers_parser
 
     add_containers_parser(sub)
+
+    from harness.trace_cli import add_parser as add_trace_parser
+
+    add_trace_parser(sub)
+
+    from harness.replay_cli import add_parsers as add_replay_parsers
+
+    add_replay_parsers(sub)
+
+    from harness.record_cli import add_parser as add_record_parser
+
+    add_record_parser(sub)
 
     up = sub.add_parser("up", help="start a topology and keep it running until Ctrl-C")
     up.add_argument("topology", metavar="FILE")

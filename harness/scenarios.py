@@ -17,6 +17,7 @@ from harness.analysis import metrics as m
 from harness.history import RequestRecord
 from harness.load_scenarios import LOAD_SCENARIOS
 from harness.outcome import SUMMARY_METRICS, Outcome
+from harness.replay_scenarios import REPLAY_SCENARIOS
 from harness.runtime.cluster import Cluster
 from harness.topology import Topology
 from harness.traffic import plans
@@ -313,3 +314,4 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
 )}
 
 SCENARIOS.update({s.name: s for s in LOAD_SCENARIOS})
+SCENARIOS.update({s.name: s for s in REPLAY_SCENARIOS})

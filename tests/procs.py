@@ -33,10 +33,23 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def processes(marker: str) -> dict[int, Proc]:
+RUN_MARK = "STICKLER_TEST_RUN"  # set in the environment of the runs a test starts
+
+
+def _environ_has(pid: int | str, mark: bytes) -> bool:
+    try:
+        return mark in Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+
+
+def processes(marker: str, run: str | None = None) -> dict[int, Proc]:
     """Live processes (not zombies) whose command line or working directory mentions
     `marker`, except this process and its parents. The cwd catches processes that rewrite
-    their title (`nginx: worker process`): every cluster child runs in the cluster's workdir."""
+    their title (`nginx: worker process`): every cluster child runs in the cluster's workdir.
+    With `run`, only the processes of the run started with RUN_MARK=run in its environment
+    (or their children: NGINX workers drop the environment), so that other harness runs on
+    the same machine do not count."""
     assert marker, "an empty marker would match everything"
     skip = ancestors()
     found = {}
@@ -55,5 +68,9 @@ def processes(marker: str) -> dict[int, Proc]:
             cwd = ""
         fields = stat[stat.rfind(")") + 2:].split()
         if fields[0] != "Z" and (marker in cmdline or marker in cwd):
+            if run is not None:
+                mark = f"{RUN_MARK}={run}".encode()
+                if not (_environ_has(entry.name, mark) or _environ_has(fields[1], mark)):
+                    continue
             found[int(entry.name)] = Proc(cmdline, cwd, int(fields[1]))
     return found

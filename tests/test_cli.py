@@ -11,13 +11,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from harness.balancers import ADAPTERS
-from tests.procs import Proc, default_sigint, processes
+from tests.procs import RUN_MARK, Proc, default_sigint, processes
 
 pytestmark = pytest.mark.integration
 
@@ -42,12 +43,13 @@ def stickler(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 
-def wait_no_new_processes(marker: str, before: dict[int, Proc],
-                          timeout: float = 10.0) -> dict[int, Proc]:
-    """Poll until every process mentioning `marker` predates the test; the rest if not."""
+def wait_no_new_processes(marker: str, before: dict[int, Proc], timeout: float = 10.0,
+                          run: str | None = None) -> dict[int, Proc]:
+    """Poll until every process mentioning `marker` (of `run`, if given) predates the test;
+    the rest if not."""
     deadline = time.monotonic() + timeout
     while True:
-        new = {pid: desc for pid, desc in processes(marker).items() if pid not in before}
+        new = {pid: desc for pid, desc in processes(marker, run).items() if pid not in before}
         if not new or time.monotonic() > deadline:
             return new
         time.sleep(0.05)
@@ -168,11 +170,17 @@ def test_conformance_nginx_ip_hash_passes_with_seed(tmp_path):
 
 
 def test_sigint_during_conformance_stops_everything(tmp_path):
-    procs_before, dirs_before = processes("stickler-"), temp_dirs()
+    # This run's own temp dir and an environment mark: other harness runs on the machine
+    # (a developer's, another checkout's) neither hide a leak nor count as one.
+    # (A short path: HAProxy's admin socket lives in the cluster's workdir, and a Unix
+    # socket path has at most 107 bytes.)
+    run, tmp = uuid.uuid4().hex, Path(tempfile.mkdtemp(prefix="st-"))
+    procs_before = processes("stickler-", run)
     out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
     with out.open("wb") as o, err.open("wb") as e:
         proc = subprocess.Popen([str(STICKLER), "conformance", "--balancer", "haproxy",
-                                 "--report-dir", str(tmp_path / "r")], cwd=ROOT, env=_env(),
+                                 "--report-dir", str(tmp_path / "r")], cwd=ROOT,
+                                env={**_env(), "TMPDIR": str(tmp), RUN_MARK: run},
                                 stdout=o, stderr=e, stdin=subprocess.DEVNULL,
                                 preexec_fn=default_sigint)
     try:
@@ -180,7 +188,7 @@ def test_sigint_during_conformance_stops_everything(tmp_path):
         # names the config in a stickler-haproxy-* workdir, exists.
         deadline = time.monotonic() + 30
         while not any(p.ppid == proc.pid and "stickler-haproxy" in p.cmdline
-                      for p in processes("stickler-haproxy").values()):
+                      for p in processes("stickler-haproxy", run).values()):
             assert proc.poll() is None, f"stickler exited early:\n{err.read_text()}"
             assert time.monotonic() < deadline, "no haproxy cluster started within 30 s"
             time.sleep(0.05)
@@ -194,5 +202,8 @@ def test_sigint_during_conformance_stops_everything(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
-    assert wait_no_new_processes("stickler-", procs_before) == {}
-    assert temp_dirs() - dirs_before == set()
+    assert wait_no_new_processes("stickler-", procs_before, run=run) == {}
+    left = list(tmp.iterdir())
+    if not left:
+        tmp.rmdir()
+    assert left == []  # what leaked stays there to look at

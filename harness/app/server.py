@@ -132,10 +132,21 @@ def make_app(replica_id: str, session_cookie: str = "sid", affinity_cookie: str 
         return respond(request, {"sessions": len(store.carts), "requests": started["requests"],
                                  "replays_issued": started["replays_issued"]})
 
+    async def page(request: web.Request) -> web.Response:
+        """Any other path is a page of the shop, seen within the session: replayed traces
+        (a browser's HAR, a production log) ask for paths of their own."""
+        found = store.lookup(request.cookies.get(session_cookie))
+        resp = respond(request, {"session": found.session, "state": found.state,
+                                 "cart": list(found.cart)})
+        if found.state == "new":
+            resp.set_cookie(session_cookie, found.session, path="/", httponly=True)
+        return resp
+
     app.router.add_get("/healthz", healthz)
     app.router.add_route("*", "/cart", cart)
     app.router.add_post("/checkout", checkout)
     app.router.add_get("/", info)
+    app.router.add_route("*", "/{tail:.*}", page)
     return app
 
 

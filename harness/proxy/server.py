@@ -65,13 +65,14 @@ class State:
 
 
 class Proxy:
-    def __init__(self, config_path: str):
+    def __init__(self, config_path: str | None, config: ProxyConfig | None = None):
         self.config_path = config_path
-        self.config: ProxyConfig = load_config(config_path)
+        self.config: ProxyConfig = config or load_config(config_path)
         self.state: dict[str, State] = {}
         self.ring = HashRing()
         self.rng = random.Random()
         self.pool = Pool()
+        self.recorder = None  # a recorder.Recorder in recording mode (`stickler record`)
         self.cache: ReplayCache | None = None
         self._cache_rules: tuple[SessionRule, ...] = ()
         self._apply(self.config)
@@ -86,7 +87,15 @@ class Proxy:
             self.cache = ReplayCache(config.replay_cache)
             self._cache_rules = config.replay_cache
 
+    @classmethod
+    def from_config(cls, config: ProxyConfig) -> Proxy:
+        """A proxy built in code (`stickler record`), with no file to reload."""
+        return cls(None, config)
+
     def reload(self) -> None:
+        if self.config_path is None:
+            log.info("no config file to reload")
+            return
         try:
             self._apply(load_config(self.config_path))
             log.info("reloaded %s (generation %d)", self.config_path, self.config.generation)
@@ -106,6 +115,8 @@ class Proxy:
         return request.peer
 
     async def handle(self, request: IncomingRequest) -> Reply:
+        if self.recorder is not None:
+            return await self.pass_through(request)
         body = request.body
         client = self.client_address(request)
         rr = RouteRequest(headers={k.lower(): v for k, v in request.headers.items()},
@@ -150,6 +161,26 @@ class Proxy:
             return await self._replay(request, body, headers, up, decision, host, rr,
                                       cache_status)
         return self._error(502, "upstream-failed")
+
+    async def pass_through(self, request: IncomingRequest) -> Reply:
+        """Recording mode: forward to the one upstream untouched (fly-replay answers too)
+        and record the exchange."""
+        client = self.client_address(request)
+        upstream = self.config.replicas[0]
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in HOP_BY_HOP and k.lower() != "x-forwarded-for"}
+        prior = ", ".join(request.headers.getall("X-Forwarded-For", ()))
+        headers["X-Forwarded-For"] = f"{prior}, {client}" if prior else client
+        try:
+            up = await self._send(upstream.id, request.method, request.target, headers,
+                                  request.body)
+        except OSError as exc:
+            reply = self._error(502, "upstream-failed", str(exc))
+        else:
+            reply = Reply(up.status, CIMultiDict((k, v) for k, v in up.headers.items()
+                                                 if k.lower() not in HOP_BY_HOP), up.payload)
+        self.recorder.add(request, reply, client, f"{upstream.host}:{upstream.port}")
+        return reply
 
     async def _replay(self, request: IncomingRequest, body: bytes, headers: dict[str, str],
                       up: Upstream, decision: Route, host: str, rr: RouteRequest,

@@ -37,6 +37,21 @@ class ProxyProtocolConnection(http.client.HTTPConnection):
                                                 source_port, self.port))
 
 
+def connect(host: str, port: int, *, transport: str, wire_ip: str,
+            timeout: float) -> http.client.HTTPConnection:
+    """A connection on which the balancer will see `wire_ip` as the client, by `transport`
+    (source: bind to it; proxy-protocol(-v2): a PROXY header; xff: the caller adds the
+    X-Forwarded-For hop)."""
+    if transport in identity.PROXY_VERSIONS:
+        return ProxyProtocolConnection(host, port, client_ip=wire_ip,
+                                       version=identity.PROXY_VERSIONS[transport],
+                                       timeout=timeout)
+    if transport == "xff":
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+    return http.client.HTTPConnection(host, port, timeout=timeout,
+                                      source_address=(ensure_loopback(wire_ip), 0))
+
+
 class Driver:
     def __init__(self, url: str, *, scenario: str, check: str = "",
                  sink: Callable[[RequestRecord], None] | None = None,
@@ -94,14 +109,8 @@ class Driver:
         return records
 
     def _connect(self, client_ip: str) -> http.client.HTTPConnection:
-        if self.transport in identity.PROXY_VERSIONS:
-            return ProxyProtocolConnection(
-                self.host, self.port, client_ip=identity.on_wire(client_ip, self.transport),
-                version=identity.PROXY_VERSIONS[self.transport], timeout=self.timeout)
-        if self.transport == "xff":
-            return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout,
-                                          source_address=(ensure_loopback(client_ip), 0))
+        return connect(self.host, self.port, transport=self.transport,
+                       wire_ip=identity.on_wire(client_ip, self.transport), timeout=self.timeout)
 
     def _send(self, conn: http.client.HTTPConnection, plan: SessionPlan, seq: int,
               method: str, path: str, jar: CookieJar,

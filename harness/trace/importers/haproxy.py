@@ -1,0 +1,127 @@
+"""HAProxy HTTP logs (`option httplog`), as written to stderr (`log stderr format raw`, the
+harness's own config) or through syslog (any prefix ending in `]: `).
+
+The httplog format (HAProxy 2.6 configuration.txt, 8.2.3 "HTTP log format"):
+  client_ip:port [accept_date] frontend backend/server TR/Tw/Tc/Tr/Ta status bytes_read
+  captured_request_cookie captured_response_cookie termination_state
+  actconn/feconn/beconn/srv_conn/retries srv_queue/backend_queue
+  {captured_request_headers} {captured_response_headers} "http_request"
+The header blocks appear only when `capture request header` / `capture response header`
+are configured. `request_headers` names the captured request headers in the order of the
+`capture request header` lines (the harness captures only Cookie). The accept date has no
+zone; it is read as UTC unless `utc_offset` says otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from harness.trace.importers.base import (
+    ImportOptions,
+    ImportStats,
+    Malformed,
+    ParsedRequest,
+    Skip,
+    import_lines,
+    open_input,
+    parse_cookie_header,
+    parse_request_line,
+)
+
+MONTHS = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+LINE = re.compile(
+    r"(?P<ip>\S+):(?P<port>\d+) "
+    r"\[(?P<day>\d\d)/(?P<mon>[A-Z][a-z]{2})/(?P<year>\d{4}):(?P<h>\d\d):(?P<m>\d\d):"
+    r"(?P<s>\d\d)(?:\.(?P<ms>\d{3}))?\] "
+    r"(?P<frontend>\S+) (?P<backend>[^/ ]+)/(?P<server>\S+) "
+    r"(?P<timers>[+-]?\d+(?:/[+-]?\d+){2,4}) (?P<status>-?\d+) (?P<bytes>\+?\d+) "
+    r"(?P<req_cookie>\S+) (?P<res_cookie>\S+) (?P<termination>\S{4}) "
+    r"(?P<conns>\+?\d+(?:/\+?\d+){4}) (?P<queues>\d+/\d+)"
+    r"(?: \{(?P<req_headers>[^}]*)\})?(?: \{(?P<res_headers>[^}]*)\})?"
+    r" \"(?P<request>[^\"]*)\"$")
+SYSLOG_PREFIX = r"(?:<\d+>)?\S.*? [\w.-]+\[\d+\]: "
+# Where an access-log line starts: after a syslog prefix (`... haproxy[123]: `) or at 0.
+START = re.compile(rf"^(?:{SYSLOG_PREFIX})?(?=\S+:\d+ \[)")
+# HAProxy's own messages: start-up notices on stderr, and events it logs (a server going
+# down, a proxy starting), raw or behind a syslog prefix.
+EVENTS = (r"Server |Proxy |[Bb]ackend |Frontend |Stopping |Pausing |Resuming |"
+          r"Health check |Agent check |Connect from ")
+OWN_MESSAGE = re.compile(rf"^(?:\[(?:NOTICE|WARNING|ALERT)\]|{SYSLOG_PREFIX}|(?:{EVENTS}))")
+ENCODED = re.compile(r"#([0-9A-Fa-f]{2})")
+
+
+def _decode(text: str) -> str:
+    # HAProxy writes '"', '#', '{', '|', '}' and control characters as #XX in logs.
+    return ENCODED.sub(lambda m: chr(int(m.group(1), 16)), text) if "#" in text else text
+
+
+def _days_from_civil(y: int, m: int, d: int) -> int:
+    # Days since 1970-01-01 (Howard Hinnant's algorithm); faster than strptime per line.
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+class HAProxyLineParser:
+    def __init__(self, request_headers: tuple[str, ...] = ("cookie",), utc_offset: float = 0):
+        self.request_headers = tuple(h.lower() for h in request_headers)
+        self.utc_offset = utc_offset
+
+    def __call__(self, text: str) -> ParsedRequest:
+        start = START.match(text)
+        if start is None:
+            if OWN_MESSAGE.match(text):
+                raise Skip("not an access-log line (HAProxy's own message)")
+            raise Malformed("not an HAProxy log line")
+        m = LINE.match(text, start.end())
+        if m is None:
+            raise Malformed("not an `option httplog` line: expected 'ip:port [date] "
+                            "frontend backend/server timers status bytes cookies "
+                            "termination conns queues {headers} \"request\"'")
+        month = MONTHS.get(m["mon"])
+        if month is None or not (1 <= int(m["day"]) <= 31):
+            raise Malformed(f"bad accept date: {m['day']}/{m['mon']}/{m['year']}")
+        if int(m["h"]) > 23 or int(m["m"]) > 59 or int(m["s"]) > 60:
+            raise Malformed("bad accept time")
+        when = (_days_from_civil(int(m["year"]), month, int(m["day"])) * 86400
+                + int(m["h"]) * 3600 + int(m["m"]) * 60 + int(m["s"])
+                + int(m["ms"] or 0) / 1000 - self.utc_offset)
+        request = _decode(m["request"])
+        if request == "<BADREQ>":
+            raise Skip("<BADREQ>: HAProxy could not parse the request")
+        method, path, host = parse_request_line(request)
+        headers: dict[str, str] = {}
+        cookies: dict[str, str] = {}
+        if m["req_headers"] is not None:
+            values = m["req_headers"].split("|")
+            for name, value in zip(self.request_headers, values, strict=False):
+                if value:
+                    headers[name] = _decode(value)
+        if "cookie" in headers:
+            cookies.update(parse_cookie_header(headers.pop("cookie")))
+        if m["req_cookie"] != "-":  # `capture cookie NAME`: NAME=value as sent
+            cookies.update(parse_cookie_header(_decode(m["req_cookie"])))
+        set_cookies = [_decode(m["res_cookie"])] if m["res_cookie"] != "-" else []
+        if "host" in headers:
+            host = headers.pop("host")
+        status = int(m["status"])
+        server = m["server"]
+        return ParsedRequest(
+            time=when, method=method, path=path, client_ip=m["ip"], host=host,
+            headers=headers, cookies=cookies, set_cookies=set_cookies,
+            status=status if 100 <= status <= 999 else None,
+            replica=None if server.startswith("<") else server)
+
+
+def import_haproxy(path: str | Path, options: ImportOptions, stats: ImportStats, *,
+                   request_headers: tuple[str, ...] = ("cookie",),
+                   utc_offset: float = 0) -> Iterator:
+    parser = HAProxyLineParser(request_headers, utc_offset)
+    with open_input(path) as f:
+        yield from import_lines(str(path), f, parser, options, stats)
