@@ -10,13 +10,20 @@ STAMP := $(VENV)/.stickler-installed
 # binary:package pairs that the suites and benchmarks need
 SYSTEM_DEPS := haproxy:haproxy nginx:nginx-light redis-server:redis-server wrk:wrk
 
-.PHONY: conformance test lint system-deps venv clean
+.PHONY: conformance test test-containers images lint system-deps venv clean
 
 conformance: system-deps $(STAMP)
 	$(BIN)/stickler conformance $(ARGS)
 
 test: system-deps $(STAMP) lint
 	$(BIN)/python -m pytest tests suites $(PYTEST_ARGS)
+
+# The suites on the containers runtime (needs a Docker daemon: .ci/dockerd.sh start).
+test-containers: $(STAMP) images
+	$(BIN)/python -m pytest suites --runtime containers $(PYTEST_ARGS)
+
+images: $(STAMP)
+	$(BIN)/stickler images build
 
 lint: $(STAMP)
 	$(BIN)/ruff check harness suites tests benchmarks

@@ -28,11 +28,8 @@ def _suite_files(names: list[str]) -> list[str]:
 
 
 def cmd_conformance(args: argparse.Namespace) -> int:
-    import pytest
-
     from harness.balancers import ADAPTERS
     from harness.expectations import EXPECTATIONS_DIR, load_expectations
-    from harness.report.table import print_table
     from harness.topology import load_topology
 
     # Validate every input before anything starts, so bad input costs nothing.
@@ -41,21 +38,43 @@ def cmd_conformance(args: argparse.Namespace) -> int:
             raise InputError(f"unknown balancer {kind!r}; expected one of: "
                              f"{', '.join(sorted(ADAPTERS))}", key="--balancer")
     topologies = [load_topology(f) for f in args.topology]
-    for kind in {t.kind for t in topologies} or set(args.balancer) or set(ADAPTERS):
-        ADAPTERS[kind].which()
+    runtimes = ["processes", "containers"] if args.runtime == "all" else [args.runtime]
+    if "processes" in runtimes:
+        for kind in {t.kind for t in topologies} or set(args.balancer) or set(ADAPTERS):
+            ADAPTERS[kind].which()
+    if "containers" in runtimes:
+        from harness.runtime import docker_env
+
+        docker_env.client().close()  # fail early, saying how to start a daemon
     for kind in ADAPTERS:  # a broken expectation file is named before anything runs
         load_expectations(EXPECTATIONS_DIR / f"{kind}.yaml")
     files = _suite_files(args.suite)
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    report_dir = Path(args.report_dir or REPORTS / stamp)
-    if (report_dir / "report.json").exists():
-        raise InputError("a report is already there; choose another --report-dir",
-                         file=str(report_dir / "report.json"))
+    base_dir = Path(args.report_dir or REPORTS / stamp)
+    dirs = {r: base_dir / r if len(runtimes) > 1 else base_dir for r in runtimes}
+    for report_dir in dirs.values():
+        if (report_dir / "report.json").exists():
+            raise InputError("a report is already there; choose another --report-dir",
+                             file=str(report_dir / "report.json"))
+    code = 0
+    for runtime, report_dir in dirs.items():
+        code = max(code, _conformance_run(args, files, runtime, report_dir))
+        if code == 130:
+            break
+    return code
+
+
+def _conformance_run(args: argparse.Namespace, files: list[str], runtime: str,
+                     report_dir: Path) -> int:
+    import pytest
+
+    from harness.report.table import print_table
+
     report_dir.mkdir(parents=True, exist_ok=True)
     pytest_args = [*files, "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"),
                    "-p", "no:cacheprovider", "--report-dir", str(report_dir),
-                   "--junitxml", str(report_dir / "junit.xml"), "--runtime", args.runtime,
+                   "--junitxml", str(report_dir / "junit.xml"), "--runtime", runtime,
                    "-q" if not args.verbose else "-v", "--tb=line" if not args.verbose else
                    "--tb=short"]
     for f in args.topology:
@@ -135,8 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="only this balancer kind (repeatable)")
     conf.add_argument("--suite", action="append", default=[], metavar="NAME",
                       help="only this suite, e.g. stickiness (repeatable)")
-    conf.add_argument("--runtime", default="processes", choices=["processes"],
-                      help="how clusters are started (default: processes)")
+    conf.add_argument("--runtime", default="processes",
+                      choices=["processes", "containers", "all"],
+                      help="how clusters are started (default: processes; all: both, "
+                           "reports in <report-dir>/<runtime>/)")
     conf.add_argument("--seed", type=int, default=None, help="rerun with this seed")
     conf.add_argument("--report-dir", default=None, metavar="DIR",
                       help="where to write the report (default: reports/<timestamp>/)")
@@ -154,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_load_parser(sub)
 
+    from harness.containers_cli import add_parser as add_containers_parser
+
+    add_containers_parser(sub)
+
     from harness.trace_cli import add_parser as add_trace_parser
 
     add_trace_parser(sub)
@@ -168,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start a topology and keep it running until Ctrl-C")
     up.add_argument("topology", metavar="FILE")
-    up.add_argument("--runtime", default="processes", choices=["processes"])
+    up.add_argument("--runtime", default="processes", choices=["processes", "containers"])
     up.set_defaults(func=cmd_up)
     return parser
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
-from harness.analysis.verdicts import FAIL, PASS, judge
+from harness.analysis.verdicts import FAIL, PASS, UNKNOWN, judge
 from harness.expectations import Expectation, expectations_for
 from harness.history import HistoryWriter
 from harness.report.checks import CheckLog, write_json_atomic
@@ -32,8 +35,8 @@ def addoption(parser: pytest.Parser) -> None:
                     help="topology YAML to test (repeatable); default: fixtures/topologies/*.yaml")
     group.addoption("--balancer", action="append", default=[], metavar="KIND",
                     help="only topologies of this balancer kind (repeatable)")
-    group.addoption("--runtime", default="processes", choices=sorted(RUNTIMES),
-                    help="how clusters are started")
+    group.addoption("--runtime", default="processes", choices=[*sorted(RUNTIMES), "all"],
+                    help="how clusters are started (all: every check on each runtime)")
     group.addoption("--seed", type=int, default=None,
                     help="seed for all traffic plans (default: random, printed and reported)")
     group.addoption("--report-dir", default=None, metavar="DIR",
@@ -47,7 +50,17 @@ def selected_topologies(config: pytest.Config) -> list[Topology]:
     return [t for t in topologies if not kinds or t.kind in kinds]
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def configure(config: pytest.Config) -> None:
+    # pytest records a SystemExit inside a test as a failure and goes on with the next one;
+    # a KeyboardInterrupt stops the session and tears the cluster pool down. So SIGTERM
+    # (CI cancelling a job) stops a conformance run the way Ctrl-C does.
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _interrupt)
     seed = config.getoption("--seed")
     if seed is None:
         seed = int(os.environ.get("STICKLER_SEED") or random.SystemRandom().randrange(2**31))
@@ -72,16 +85,55 @@ def generate_cases(metafunc: pytest.Metafunc, suite: str) -> None:
     """Parametrize `case` with every (topology, expectation) pair of this suite."""
     if "case" not in metafunc.fixturenames:
         return
+    runtime = metafunc.config.getoption("--runtime")
+    runtimes = sorted(RUNTIMES, reverse=True) if runtime == "all" else [runtime]
     cases, ids = [], []
-    explicit = bool(metafunc.config.getoption("--topology"))
-    for topology in selected_topologies(metafunc.config):
+    for topology, exp in _cases(metafunc.config, suite):
+        for rt in runtimes:  # runtime outermost below, so one cluster serves a topology's run
+            cases.append(Case(topology, exp, rt))
+            ids.append(f"{rt}:{topology.name}:{exp.id}" if runtime == "all"
+                       else f"{topology.name}:{exp.id}")
+    order = sorted(range(len(cases)), key=lambda i: runtimes.index(cases[i].runtime))
+    metafunc.parametrize("case", [cases[i] for i in order], ids=[ids[i] for i in order])
+
+
+# Modes whose routing keys on the client address: where the runtime loses it, their checks
+# are not run but recorded as `unknown`.
+ADDRESS_MODES = {("haproxy", "source"), ("haproxy", "source-consistent"),
+                 ("nginx", "ip-hash"), ("reference", "hash-client-ip")}
+
+
+def carries_client_address(runtime: type, topology: Topology) -> bool:
+    """Whether this runtime gets the simulated client address to the balancer."""
+    check = getattr(runtime, "carries_client_address", None)
+    return True if check is None else bool(check(topology))
+
+
+def depends_on_client_address(topology: Topology) -> bool:
+    """Whether the balancer routes on the client address (in its real or its claimed mode).
+    Grouping requests by the address the harness sent does not count: that address is the
+    harness's own record, whatever the balancer saw."""
+    return any((topology.kind, mode) in ADDRESS_MODES for mode in (topology.mode, topology.expect))
+
+
+class Case(NamedTuple):
+    """One check: a topology, an expectation, and the runtime to run it on."""
+
+    topology: Topology
+    expectation: Expectation
+    runtime: str
+
+
+def _cases(config: pytest.Config, suite: str) -> list[tuple[Topology, Expectation]]:
+    cases = []
+    explicit = bool(config.getoption("--topology"))
+    for topology in selected_topologies(config):
         if not (explicit or topology.in_suite(suite)):
             continue  # a sample made for other suites; --topology FILE runs it anyway
         for exp in expectations_for(topology.kind, topology.expect, when_options(topology),
                                     suite):
             cases.append((topology, exp))
-            ids.append(f"{topology.name}:{exp.id}")
-    metafunc.parametrize("case", cases, ids=ids)
+    return cases
 
 
 class ClusterPool:
@@ -92,11 +144,13 @@ class ClusterPool:
         self.log = log
         self.current: tuple[Topology, object] | None = None
 
-    def get(self, topology: Topology):
-        if self.current and self.current[0] is topology:
+    def get(self, topology: Topology, runtime: str | None = None):
+        runtime = runtime or self.runtime
+        if self.current and self.current[0] is topology and \
+                self.current[1].runtime == runtime:
             return self.current[1]
         self.close()
-        cluster = RUNTIMES[self.runtime](topology)
+        cluster = RUNTIMES[runtime](topology)
         cluster.__enter__()
         self.current = (topology, cluster)
         self.log.versions.update(cluster.versions())
@@ -110,38 +164,39 @@ class ClusterPool:
             cluster.__exit__(None, None, None)
 
 
-def run_check(case: tuple[Topology, Expectation], pool: ClusterPool, log: CheckLog,
+def run_check(case: Case | tuple[Topology, Expectation], pool: ClusterPool, log: CheckLog,
               history_dir: Path) -> None:
-    topology, exp = case
-    cluster = pool.get(topology)
+    topology, exp = case[0], case[1]
+    runtime = getattr(case, "runtime", None) or pool.runtime
     scenario = SCENARIOS[exp.scenario]
+    if not carries_client_address(RUNTIMES[runtime], topology) and \
+            depends_on_client_address(topology):
+        # Restricted, not guessed: recorded as unknown in the report, skipped in pytest.
+        reason = (f"the {runtime} runtime does not carry `source` client addresses to the "
+                  f"balancer (use client_ip proxy-protocol or xff), and this check depends on "
+                  f"them")
+        log.record(_entry(topology, exp, runtime, UNKNOWN, reason, 0, {}, []))
+        pytest.skip(f"{topology.name}: {exp.id} not run: {reason}")
+    cluster = pool.get(topology, runtime)
     rng = random.Random(f"{log.seed}/{topology.name}/{exp.id}")
     history_dir.mkdir(parents=True, exist_ok=True)
-    with HistoryWriter(history_dir / f"{topology.name}.jsonl") as history:
+    name = topology.name if cluster.runtime == "processes" else \
+        f"{topology.name}.{cluster.runtime}"
+    with HistoryWriter(history_dir / f"{name}.jsonl") as history:
         outcome = scenario.run(cluster, topology.as_claimed(), rng, exp.params,
                                sink=history.write,
                                check=exp.id)
-    verdict = judge(exp.conditions, outcome.metrics, exp.min_samples, exp.samples)
-    log.record({
-        "id": exp.id,
-        "title": exp.title,
-        "topology": topology.name,
-        "balancer": topology.kind,
-        "mode": topology.mode,
-        "expected_mode": topology.expect,
-        "runtime": cluster.runtime,
-        "suite": exp.suite,
-        "scenario": exp.scenario,
-        "params": {**scenario.params, **exp.params},
-        "verdict": verdict.verdict,
-        "reason": verdict.reason,
-        "samples": verdict.samples,
-        "metrics": outcome.metrics,
-        "threshold": [str(c) for c in exp.conditions],
-        "source": exp.source,
-        "citation": exp.citation,
-        "evidence": outcome.evidence,
-    })
+    addresses_matter = carries_client_address(type(cluster), topology) or \
+        depends_on_client_address(topology)
+    verdict = judge(exp.conditions, outcome.metrics, exp.min_samples, exp.samples,
+                    addresses_matter=addresses_matter)
+    if not addresses_matter and outcome.metrics.get("client_ip_mismatches", 0):
+        outcome.evidence.append(
+            f"the balancer saw another client address than sent on "
+            f"{outcome.metrics['client_ip_mismatches']:g} requests ({cluster.runtime} runtime "
+            f"with client_ip {topology.client_ip}); mode {topology.mode} does not route on it")
+    log.record(_entry(topology, exp, cluster.runtime, verdict.verdict, verdict.reason,
+                      verdict.samples, outcome.metrics, outcome.evidence))
     if verdict.verdict != PASS:
         head = "FAILED" if verdict.verdict == FAIL else "UNKNOWN (the run could not decide)"
         lines = [f"{topology.name}: {exp.id} {head}: {exp.title}",
@@ -152,6 +207,31 @@ def run_check(case: tuple[Topology, Expectation], pool: ClusterPool, log: CheckL
         lines.append(f"  expected because {exp.citation['document']}: "
                      f"\"{exp.citation['quote'].strip()}\"")
         pytest.fail("\n".join(lines), pytrace=False)
+
+
+def _entry(topology: Topology, exp: Expectation, runtime: str, verdict: str, reason: str,
+           samples: int, metrics: dict, evidence: list[str]) -> dict:
+    scenario = SCENARIOS[exp.scenario]
+    return {
+        "id": exp.id,
+        "title": exp.title,
+        "topology": topology.name,
+        "balancer": topology.kind,
+        "mode": topology.mode,
+        "expected_mode": topology.expect,
+        "runtime": runtime,
+        "suite": exp.suite,
+        "scenario": exp.scenario,
+        "params": {**scenario.params, **exp.params},
+        "verdict": verdict,
+        "reason": reason,
+        "samples": samples,
+        "metrics": metrics,
+        "threshold": [str(c) for c in exp.conditions],
+        "source": exp.source,
+        "citation": exp.citation,
+        "evidence": evidence,
+    }
 
 
 def finish(session: pytest.Session, exitstatus: int) -> None:

@@ -61,3 +61,17 @@ def test_scale_up_metrics():
     assert out["new_sessions_after_add"] == 2
     assert out["new_sessions_on_new_share"] == 0.5
     assert out["new_replica_request_share_after"] == 0.5
+
+
+def test_a_slow_fault_counts_from_when_it_began():
+    """A container kill completes ~0.3 s after it began; a session re-pinned in between was
+    still pinned to the target when the fault began, and counts as affected."""
+    fault = FaultRecord(t=4.3, op="kill", target="r1", began=4.0)
+    moved_early = [at(req("a", 0, "r1"), 3.9), at(req("a", 1, "r2", state="lost"), 4.1),
+                   at(req("a", 2, "r2"), 5.0)]
+    out = lm.fault_metrics(moved_early, fault)
+    assert out["affected_sessions"] == 1 and out["repinned_share"] == 1
+    assert out["repin_max_s"] == pytest.approx(0.1 + moved_early[1].duration)
+    # Without `began` the same history shows nothing: the session had moved before t.
+    assert lm.fault_metrics(moved_early, FaultRecord(t=4.3, op="kill", target="r1")
+                            )["affected_sessions"] == 0

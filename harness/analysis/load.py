@@ -58,15 +58,17 @@ def fault_metrics(records: Iterable[RequestRecord], fault: FaultRecord) -> dict[
 
     Affected: sessions whose last served request before the fault was on the target and that
     sent requests after it. Re-pinned: later served (2xx) by another replica; the re-pin time
-    runs from the fault to that first response.
+    runs from the fault to that first response. "The fault" starts when it began (a container
+    kill takes a few hundred ms to complete, and requests in between are already re-pinned).
     """
     records = list(records)
+    start = fault.t if fault.began is None else min(fault.began, fault.t)
     affected, lost, repin_times, repinned_lost = 0, 0, [], 0
     errors_after = sum(1 for r in records if r.t >= fault.t and (r.error or r.status is None
                                                                   or r.status >= 500))
     for rs in group(records).values():
-        before = [r for r in rs if r.t < fault.t and r.replica and not r.error]
-        after = [r for r in rs if r.t >= fault.t]
+        before = [r for r in rs if r.t < start and r.replica and not r.error]
+        after = [r for r in rs if r.t >= start]
         if not before or not after or before[-1].replica != fault.target:
             continue
         affected += 1
@@ -75,7 +77,7 @@ def fault_metrics(records: Iterable[RequestRecord], fault: FaultRecord) -> dict[
         moved = next((r for r in after if r.replica and r.replica != fault.target
                       and r.status is not None and 200 <= r.status < 300), None)
         if moved:
-            repin_times.append(moved.t + moved.duration - fault.t)
+            repin_times.append(moved.t + moved.duration - start)
             repinned_lost += any(state_lost(r) for r in after if r.t >= moved.t and r.replica)
     return {
         "affected_sessions": affected,

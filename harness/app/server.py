@@ -18,6 +18,7 @@ from aiohttp import web
 
 from harness.app.replay import MODES, PIN_COOKIE, replay_target
 from harness.app.sessions import SessionStore
+from harness.runtime.net import ensure_cluster_host
 
 AFFINITY_PLACEHOLDER = "app"
 
@@ -170,8 +171,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--replay-options", default="",
                         help="more fly-replay fields, e.g. timeout=500ms;fallback=prefer_self")
     args = parser.parse_args(argv)
-    if not args.host.startswith("127."):
-        parser.error("--host must be a loopback address (127.0.0.0/8)")
+    try:
+        ensure_cluster_host(args.host)
+    except ValueError:
+        parser.error("--host must be a loopback address (127.0.0.0/8), or inside a Stickler "
+                     "container a private one")
     app = make_app(args.id, args.session_cookie, args.affinity_cookie, args.region,
                    args.replay_mode, tuple(p for p in args.peers.split(",") if p), args.leader,
                    args.replay_cache_ttl, args.replay_options)

@@ -74,6 +74,9 @@ class Layout:
     generation: int = 1
     secret: str = ""  # per-run secrets a balancer keeps across reloads
     draining: set[str] = field(default_factory=set)  # replicas that take no new sessions
+    # Where the harness's clients connect from: the hop whose PROXY header or
+    # X-Forwarded-For is believed (in containers, the Docker network's gateway).
+    trusted: str = "127.0.0.0/8"
 
 
 class Adapter:

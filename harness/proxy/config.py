@@ -26,7 +26,7 @@ from typing import Any
 from harness.proxy import client_ip as addresses
 from harness.proxy.replay_cache import SessionRule
 from harness.proxy.routing import RouterConfig
-from harness.runtime.net import ensure_loopback
+from harness.runtime.net import ensure_cluster_host
 from harness.yamlsrc import Doc, load
 
 KEYS = ("listen", "generation", "mode", "cookie_name", "hash_on", "soft_limit", "hard_limit",
@@ -62,7 +62,7 @@ class ProxyConfig:
 def _address(doc: Doc, path: str, value: Any) -> tuple[str, int]:
     host, _, port = str(value).rpartition(":")
     try:
-        return ensure_loopback(host), int(port)
+        return ensure_cluster_host(host), int(port)
     except ValueError:
         raise doc.error(path, f"expected a loopback host:port (127.0.0.0/8), got {value!r}") \
             from None

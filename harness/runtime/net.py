@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import random
 import socket
 
@@ -15,6 +16,23 @@ def ensure_loopback(host: str) -> str:
     if ipaddress.ip_address(host) not in LOOPBACK:
         raise ValueError(f"{host} is not a loopback address; Stickler only talks to 127.0.0.0/8")
     return host
+
+
+def in_container() -> bool:
+    """True inside a Stickler image (compose/images/node), where a cluster's parts talk over
+    a private Docker network instead of loopback."""
+    return os.environ.get("STICKLER_IN_CONTAINER") == "1"
+
+
+def ensure_cluster_host(host: str) -> str:
+    """A loopback address; inside a Stickler container also a private-network address (or
+    0.0.0.0 to listen), since there the balancer reaches replicas over the Docker network."""
+    if in_container():
+        addr = ipaddress.ip_address(host)
+        if addr.is_private or addr.is_unspecified:
+            return host
+        raise ValueError(f"{host} is not a private address")
+    return ensure_loopback(host)
 
 
 def cluster_address(rng: random.Random | None = None) -> str:

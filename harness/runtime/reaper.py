@@ -16,6 +16,7 @@ import shutil
 import signal
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.runtime.wait import pid_alive
@@ -23,6 +24,7 @@ from harness.runtime.wait import pid_alive
 _lock = threading.Lock()
 _groups: set[int] = set()
 _dirs: set[Path] = set()
+_cleanups: dict[str, Callable[[], None]] = {}  # e.g. a container cluster's stop()
 _installed = False
 PR_SET_PDEATHSIG = 1
 
@@ -120,6 +122,17 @@ def untrack_dir(path: Path) -> None:
         _dirs.discard(path)
 
 
+def track_cleanup(key: str, cleanup: Callable[[], None]) -> None:
+    """Run `cleanup` at exit unless untracked first (for what is not a process or a dir)."""
+    with _lock:
+        _cleanups[key] = cleanup
+
+
+def untrack_cleanup(key: str) -> None:
+    with _lock:
+        _cleanups.pop(key, None)
+
+
 def kill_group(pgid: int) -> None:
     """SIGKILL a whole process group; paused (SIGSTOPped) members die too."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -128,9 +141,13 @@ def kill_group(pgid: int) -> None:
 
 def reap_all() -> None:
     with _lock:
-        groups, dirs = list(_groups), list(_dirs)
+        groups, dirs, cleanups = list(_groups), list(_dirs), list(_cleanups.values())
         _groups.clear()
         _dirs.clear()
+        _cleanups.clear()
+    for cleanup in cleanups:
+        with contextlib.suppress(Exception):
+            cleanup()
     for pgid in groups:
         kill_group(pgid)
     for path in dirs:

@@ -1,0 +1,573 @@
+"""The containers runtime: a topology as Docker containers on a private network.
+
+    with ContainerCluster(topology) as cluster:
+        ... send traffic to cluster.url (a port published on 127.0.0.1) ...
+
+Each cluster gets its own bridge network with a fixed address per part (the balancer .2,
+replicas from .10), so a replica that is killed and started again, or disconnected and
+reconnected, comes back where the balancer's config says it is. Replicas are also reachable
+by their id as a network alias. Everything is labelled with the run id, the owning pid and
+the host name: leaving the `with` block (normally, by exception, SIGTERM or Ctrl-C) removes
+it, and `stickler clean` removes what a SIGKILLed run left.
+
+Testcontainers starts the containers; the docker SDK does the rest (networks, faults, exec).
+Client addresses: connections reach the balancer from Docker's gateway, not from the 127.x
+source address the harness bound. The PROXY-protocol and X-Forwarded-For transports carry
+the simulated address as a label, with the gateway as the trusted hop (`Layout.trusted`);
+with the `source` transport the address is lost (see `carries_client_address`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import ipaddress
+import os
+import socket
+import tarfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.balancers import Adapter, Endpoint, Layout, get_adapter
+from harness.errors import ClusterError
+from harness.history import FaultRecord
+from harness.runtime import docker_env, images, net, reaper, wait
+from harness.topology import Replica, Topology
+
+START_TIMEOUT = 30.0
+OLD_WORKER_GRACE = 5.0
+PORT = 8080
+WORKDIR = Path("/srv/stickler")  # inside the image (compose/images/node/Dockerfile)
+LABEL_RUN, LABEL_PID, LABEL_HOST = "stickler.run", "stickler.pid", "stickler.host"
+LABEL_CLUSTER, LABEL_ROLE = "stickler.cluster", "stickler.role"
+# argv[0] inside the image, per balancer kind (the adapters name the host's binaries).
+BINARIES = {"haproxy": "haproxy", "nginx": "nginx", "reference": "python3"}
+BALANCER_OFFSET, REPLICA_OFFSET = 2, 10
+
+
+def container_adapter(kind: str) -> Adapter:
+    """The balancer's adapter as it runs in the image: binaries on PATH, running as root."""
+    adapter = copy.copy(get_adapter(kind))
+    adapter.which = lambda: BINARIES[kind]  # type: ignore[method-assign]
+    host_vars = adapter.template_vars
+
+    def template_vars(topology: Topology, layout: Layout) -> dict[str, Any]:
+        found = host_vars(topology, layout)
+        return {**found, "run_as_root": True} if "run_as_root" in found else found
+
+    adapter.template_vars = template_vars  # type: ignore[method-assign]
+    return adapter
+
+
+def in_image(kind: str, argv: list[str]) -> list[str]:
+    """A balancer command line with argv[0] as named in the image."""
+    return [BINARIES[kind], *argv[1:]]
+
+
+def replica_command(topology: Topology, rid: str, port: int = PORT) -> list[str]:
+    """The fixture app's command line for replica `rid`, listening on all of its
+    container's addresses."""
+    region = next((r.region for r in topology.replicas if r.id == rid), None)
+    app = topology.app
+    cmd = ["python3", "-m", "harness.app", "--id", rid, "--host", "0.0.0.0",
+           "--port", str(port), "--session-cookie", app.session_cookie]
+    if app.affinity_cookie:
+        cmd += ["--affinity-cookie", app.affinity_cookie]
+    if region:
+        cmd += ["--region", region]
+    if app.replay_mode:
+        cmd += ["--replay-mode", app.replay_mode,
+                "--peers", ",".join(r.id for r in topology.replicas)]
+    if app.leader:
+        cmd += ["--leader", app.leader]
+    if app.replay_cache_ttl:
+        cmd += ["--replay-cache-ttl", str(app.replay_cache_ttl)]
+    if app.replay_options:
+        cmd += ["--replay-options", app.replay_options]
+    return cmd
+
+
+@dataclass
+class Node:
+    name: str
+    container: Any  # testcontainers DockerContainer
+    endpoint: Endpoint  # on the cluster network
+    published: Endpoint  # on 127.0.0.1
+    paused: bool = False
+    connected: bool = True
+
+    @property
+    def docker(self):
+        return self.container.get_wrapped_container()
+
+
+class ContainerCluster:
+    runtime = "containers"
+    @staticmethod
+    def carries_client_address(topology: Topology) -> bool:
+        """Whether the balancer can learn the simulated client address: the connection comes
+        from Docker's gateway, so only the label transports (PROXY protocol, X-Forwarded-For
+        from the gateway, the trusted hop) carry it; `source` addresses are lost."""
+        return topology.client_ip != "source"
+
+    def __init__(self, topology: Topology, *,
+                 on_event: Callable[[FaultRecord], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic, image: str | None = None):
+        self.topology = topology
+        self.adapter = container_adapter(topology.kind)
+        self.on_event = on_event
+        self.clock = clock
+        self.t0 = clock()
+        self.image = image
+        self.run_id = uuid.uuid4().hex[:12]
+        self.labels = {LABEL_RUN: self.run_id, LABEL_PID: str(os.getpid()),
+                       LABEL_HOST: socket.gethostname(), LABEL_CLUSTER: topology.name}
+        self.client = None
+        self.network = None
+        self.subnet: ipaddress.IPv4Network | None = None
+        self.gateway = ""
+        self.layout: Layout | None = None
+        self.replicas: dict[str, Node] = {}
+        self.balancer: Node | None = None
+        self._next_index = len(topology.replicas) + 1
+        self._addresses: dict[str, str] = {}
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def __enter__(self) -> ContainerCluster:
+        reaper.install()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.client = docker_env.client()
+        reaper.track_cleanup(f"containers:{self.run_id}", self.stop)
+        clean(self.client)  # what SIGKILLed runs left
+        self.image = self.image or images.ensure_node_image(self.client)
+        self._create_network()
+        self.layout = Layout(Endpoint("0.0.0.0", PORT), {}, WORKDIR, trusted=self.gateway)
+        for replica in self.topology.replicas:
+            self._start_replica(replica.id)
+        self._start_balancer()
+
+    def stop(self) -> None:
+        reaper.untrack_cleanup(f"containers:{self.run_id}")
+        if self.client is None:
+            return
+        remove_run(self.client, self.run_id)
+        self.replicas.clear()
+        self.balancer = None
+        self.network = None
+        self.client.close()
+        self.client = None
+
+    # ---- handles ---------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        assert self.balancer, "cluster not started"
+        return f"http://{self.balancer.published.address}"
+
+    @property
+    def replica_ids(self) -> list[str]:
+        return [r.id for r in self.topology.replicas]
+
+    def versions(self) -> dict[str, str]:
+        import re
+
+        assert self.balancer
+        kind = self.adapter.kind
+        out = {"image": str(self.image)}
+        cmd = {"haproxy": ["haproxy", "-v"], "nginx": ["nginx", "-v"],
+               "reference": ["python3", "-V"]}[kind]
+        code, text = self.balancer.docker.exec_run(cmd)
+        match = re.search(self.adapter.version_pattern(), text.decode(errors="replace"))
+        out[kind] = match.group(1) if match and kind != "reference" else self.adapter.version()
+        code, text = self.balancer.docker.exec_run(["python3", "-V"])
+        out["python"] = text.decode().split()[-1] if code == 0 else "unknown"
+        return out
+
+    def logs(self, name: str) -> str:
+        node = self.balancer if name == "balancer" else self.replicas.get(name)
+        if node is None:
+            raise KeyError(f"no container named {name!r}; have balancer, {self.replica_ids}")
+        return node.docker.logs().decode(errors="replace")
+
+    def alive(self, replica: str) -> bool:
+        node = self.replicas.get(replica)
+        if not node:
+            return False
+        node.docker.reload()
+        return node.docker.status in ("running", "paused")
+
+    # ---- faults ----------------------------------------------------------------------
+
+    def kill(self, replica: str) -> None:
+        node = self._replica(replica)
+        with contextlib.suppress(Exception):
+            node.docker.kill()
+        node.paused = False
+        self._event("kill", replica)
+
+    def pause(self, replica: str) -> None:
+        node = self._replica(replica)
+        node.docker.pause()
+        node.paused = True
+        self._event("pause", replica)
+
+    def resume(self, replica: str) -> None:
+        node = self._replica(replica)
+        node.docker.unpause()
+        node.paused = False
+        self._event("resume", replica)
+
+    def restart(self, replica: str) -> None:
+        """Kill and start the same container again: same address, empty memory."""
+        node = self._replica(replica)
+        node.docker.reload()
+        if node.docker.status == "paused":
+            node.docker.unpause()
+        if node.docker.status in ("running", "paused"):
+            node.docker.kill()
+            wait.until(lambda: self._status(node) == "exited", START_TIMEOUT,
+                       f"replica {replica} to stop")
+        node.docker.start()
+        node.paused = False
+        node.published = self._published(node.docker)
+        self._wait_replica(node)
+        self._event("restart", replica)
+
+    def disconnect(self, replica: str) -> None:
+        """Take the replica off the cluster network: the balancer's packets go nowhere."""
+        node = self._replica(replica)
+        self.network.disconnect(node.docker, force=True)
+        node.connected = False
+        self._event("disconnect", replica)
+
+    def reconnect(self, replica: str) -> None:
+        node = self._replica(replica)
+        self.network.connect(node.docker, ipv4_address=node.endpoint.host, aliases=[replica])
+        node.connected = True
+        self._event("reconnect", replica)
+
+    def add_replica(self, replica: str | None = None) -> str:
+        rid = replica or self._fresh_id()
+        if rid in self.replicas:
+            raise ValueError(f"replica {rid!r} exists already")
+        self._start_replica(rid)
+        self.topology = self.topology.with_replicas((*self.topology.replicas, Replica(rid)))
+        self.reload()
+        self._event("add", rid)
+        return rid
+
+    def remove_replica(self, replica: str) -> None:
+        node = self._replica(replica)
+        self.topology = self.topology.with_replicas(
+            tuple(r for r in self.topology.replicas if r.id != replica))
+        self.reload()
+        with contextlib.suppress(Exception):
+            node.docker.remove(force=True, v=True)
+        del self.replicas[replica]
+        assert self.layout
+        self.layout.replicas.pop(replica, None)
+        self.layout.draining.discard(replica)
+        self._event("remove", replica)
+
+    def drain(self, replica: str) -> None:
+        """Stop sending new sessions to `replica`; sessions pinned to it stay (a reload)."""
+        self._replica(replica)
+        if self.adapter.no_drain:
+            raise ClusterError(f"cannot drain {replica}: {self.adapter.no_drain}")
+        assert self.layout
+        self.layout.draining.add(replica)
+        self.reload()
+        self._event("drain", replica)
+
+    def undrain(self, replica: str) -> None:
+        """Let `replica` take new sessions again."""
+        self._replica(replica)
+        assert self.layout
+        if replica in self.layout.draining:
+            self.layout.draining.discard(replica)
+            self.reload()
+            self._event("undrain", replica)
+
+    def reload(self) -> None:
+        """Re-render, check and install the config, signal the balancer, and return once new
+        connections are served by the new config (its generation header)."""
+        assert self.balancer and self.layout
+        self.layout.generation += 1
+        docker = self.balancer.docker
+        self._install_config(docker)
+        old = _workers(docker) if self.adapter.forks_workers else set()
+        docker.kill(signal=int(self.adapter.reload_signal))
+        if self.adapter.forks_workers:
+            # As in the processes runtime: new workers up, then old ones gone (they may
+            # linger while they drain open connections; new ones no longer reach them).
+            wait.until(lambda: bool(_workers(docker) - old), START_TIMEOUT,
+                       f"{self.adapter.kind} to start new workers after reload",
+                       check=lambda: self._check_running(self.balancer))
+            with contextlib.suppress(TimeoutError):
+                wait.until(lambda: not _workers(docker) & old, OLD_WORKER_GRACE,
+                           "old workers to finish", interval=0.1)
+        self._wait_balancer(self.layout.generation)
+
+    # ---- internals -------------------------------------------------------------------
+
+    def _replica(self, replica: str) -> Node:
+        try:
+            return self.replicas[replica]
+        except KeyError:
+            raise KeyError(f"no replica {replica!r}; have {sorted(self.replicas)}") from None
+
+    def _fresh_id(self) -> str:
+        while f"r{self._next_index}" in self.replicas:
+            self._next_index += 1
+        return f"r{self._next_index}"
+
+    def _event(self, op: str, target: str, detail: str = "") -> None:
+        if self.on_event:
+            self.on_event(FaultRecord(t=self.clock() - self.t0, op=op, target=target,
+                                      detail=detail))
+
+    def _status(self, node: Node) -> str:
+        node.docker.reload()
+        return node.docker.status
+
+    def _create_network(self) -> None:
+        """A bridge network with a subnet Docker chose as free, declared explicitly so that
+        every part can have a fixed address."""
+        from docker.types import IPAMConfig, IPAMPool
+
+        name = f"stickler-{self.run_id}"
+        probe = self.client.networks.create(f"{name}-probe", driver="bridge",
+                                            labels=self.labels)
+        try:
+            probe.reload()
+            subnet = probe.attrs["IPAM"]["Config"][0]["Subnet"]
+        finally:
+            probe.remove()
+        self.subnet = ipaddress.ip_network(subnet)
+        self.network = self.client.networks.create(
+            name, driver="bridge", labels=self.labels,
+            ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)]))
+        self.network.reload()
+        config = self.network.attrs["IPAM"]["Config"][0]
+        self.gateway = config.get("Gateway") or str(self.subnet.network_address + 1)
+
+    def _address(self, offset: int) -> str:
+        assert self.subnet
+        return str(self.subnet.network_address + offset)
+
+    def _published(self, container) -> Endpoint:
+        def port() -> str | None:
+            container.reload()
+            bound = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{PORT}/tcp")
+            return bound[0]["HostPort"] if bound else None
+
+        wait.until(lambda: port() is not None, START_TIMEOUT, f"{container.name}'s port")
+        host = os.environ.get("TC_HOST", "127.0.0.1")
+        return Endpoint(net.ensure_loopback(host), int(port() or 0))
+
+    def _run(self, name: str, role: str, cmd: list[str], address: str,
+             files: dict[str, bytes] | None = None) -> Any:
+        from docker.types import EndpointConfig
+        from testcontainers.core.container import DockerContainer
+
+        assert self.network
+        aliases = [name] if role == "replica" else ["balancer"]
+        container = (DockerContainer(self.image)
+                     .with_name(f"stickler-{self.run_id}-{name}")
+                     .with_command(cmd)
+                     .with_kwargs(labels={**self.labels, LABEL_ROLE: role}, init=True,
+                                  network=self.network.name,
+                                  networking_config={self.network.name: EndpointConfig(
+                                      "1.41", ipv4_address=address, aliases=aliases)}))
+        container.ports[PORT] = ("127.0.0.1",)  # published on 127.0.0.1 only, any free port
+        for path, data in (files or {}).items():
+            container = container.with_copy_into_container(data, path)
+        try:
+            container.start()
+        except Exception as exc:
+            raise ClusterError(f"cannot start container {name} from {self.image}: {exc}") \
+                from None
+        return container
+
+    def _start_replica(self, rid: str) -> None:
+        assert self.layout
+        index = self._addresses.get(rid)
+        if index is None:
+            index = self._address(REPLICA_OFFSET + len(self._addresses))
+            self._addresses[rid] = index
+        endpoint = Endpoint(index, PORT)
+        cmd = replica_command(self.topology, rid)
+        container = self._run(rid, "replica", cmd, endpoint.host)
+        node = Node(rid, container, endpoint, self._published(container.get_wrapped_container()))
+        self.replicas[rid] = node
+        self.layout.replicas[rid] = endpoint
+        self._wait_replica(node)
+
+    def _wait_replica(self, node: Node) -> None:
+        ep = node.published
+        try:
+            wait.until(lambda: wait.http_status(ep.host, ep.port, "/healthz") == 200,
+                       START_TIMEOUT, f"replica {node.name} (container {node.docker.name})",
+                       check=lambda: self._check_running(node))
+        except TimeoutError as exc:
+            raise ClusterError(str(exc)) from None
+
+    def _check_running(self, node: Node | None) -> None:
+        if node and self._status(node) in ("exited", "dead"):
+            tail = node.docker.logs(tail=40).decode(errors="replace")
+            raise ClusterError(f"container {node.docker.name} exited during start-up; "
+                               f"its log ends with:\n{tail}")
+
+    def _config_path(self) -> Path:
+        return WORKDIR / self.adapter.config_name
+
+    def _command(self, argv: list[str]) -> list[str]:
+        return in_image(self.adapter.kind, argv)
+
+    def _render(self) -> str:
+        assert self.layout
+        return self.adapter.render(self.topology, self.layout)
+
+    def _install_config(self, container) -> None:
+        """Copy the rendered config in next to the live one, let the balancer check it, then
+        move it into place: a rejected config never replaces a working one."""
+        assert self.layout
+        config = self._config_path()
+        candidate = config.with_suffix(".new")
+        _put_file(container, candidate, self._render().encode())
+        code, out = container.exec_run(
+            self._command(self.adapter.check_command(candidate, self.layout)))
+        if code != 0:
+            raise ClusterError(f"{self.adapter.kind} rejected the rendered config "
+                               f"{candidate} (in {container.name}):\n"
+                               f"{out.decode(errors='replace').strip()}")
+        code, out = container.exec_run(["mv", str(candidate), str(config)])
+        if code != 0:
+            raise ClusterError(f"cannot install {config} in {container.name}: {out.decode()}")
+
+    def _start_balancer(self) -> None:
+        assert self.layout
+        config = self._config_path()
+        text = self._render().encode()
+        address = self._address(BALANCER_OFFSET)
+        cmd = self._command(self.adapter.command(config, self.layout))
+        container = self._run("balancer", "balancer", cmd, address, {str(config): text})
+        self.balancer = Node("balancer", container, Endpoint(address, PORT),
+                             self._published(container.get_wrapped_container()))
+        self._wait_balancer(1)
+
+    def _wait_balancer(self, generation: int) -> None:
+        assert self.balancer
+        ep = self.balancer.published
+
+        proxy_header = self.topology.client_ip.startswith("proxy-protocol")
+
+        def answers() -> bool:
+            resp = wait.http_get(ep.host, ep.port, "/healthz", proxy_header=proxy_header)
+            return resp is not None and resp.getheader("X-Stickler-Config") == str(generation)
+
+        try:
+            wait.until(answers, START_TIMEOUT,
+                       f"{self.adapter.kind} in {self.balancer.docker.name} to serve config "
+                       f"{generation}", check=lambda: self._check_running(self.balancer))
+        except TimeoutError as exc:
+            raise ClusterError(f"{exc}; balancer log:\n{self.logs('balancer')[-2000:]}") \
+                from None
+
+
+# Run inside the balancer's container: the pids of the master's children (its workers).
+# PID 1 is docker-init; its one child is the balancer's master.
+WORKERS_PY = """
+import os
+def kids(pid):
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                stat = open(f"/proc/{p}/stat").read()
+            except OSError:
+                continue
+            if int(stat[stat.rfind(")") + 2:].split()[1]) == pid:
+                out.append(int(p))
+    return out
+masters = kids(1)
+print(" ".join(str(k) for m in masters for k in kids(m)))
+"""
+
+
+def _workers(container) -> set[int]:
+    code, out = container.exec_run(["python3", "-c", WORKERS_PY])
+    if code != 0:
+        return set()
+    return {int(p) for p in out.split()}
+
+
+def _put_file(container, path: Path, data: bytes) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(path.name)
+        info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+        tar.addfile(info, io.BytesIO(data))
+    if not container.put_archive(str(path.parent), buf.getvalue()):
+        raise ClusterError(f"cannot copy {path} into {container.name}")
+
+
+# ---- cleanup by label ------------------------------------------------------------------
+
+def remove_run(client, run_id: str) -> list[tuple[str, str]]:
+    """Remove every container and network labelled with this run id."""
+    return _remove(client, {"label": f"{LABEL_RUN}={run_id}"})
+
+
+def _remove(client, filters: dict[str, str],
+            keep: Callable[[dict[str, str]], bool] = lambda labels: False
+            ) -> list[tuple[str, str]]:
+    removed = []
+    for container in client.containers.list(all=True, filters=filters):
+        if keep(container.labels):
+            continue
+        with contextlib.suppress(Exception):
+            container.remove(force=True, v=True)
+            removed.append(("container", container.name))
+    for network in client.networks.list(filters=filters):
+        if keep(network.attrs.get("Labels") or {}):
+            continue
+        with contextlib.suppress(Exception):
+            network.remove()
+            removed.append(("network", network.name))
+    return removed
+
+
+def owner_alive(labels: dict[str, str], host: str | None = None) -> bool:
+    """Whether the process that made a container or network still runs. Another host's
+    runs (a shared daemon) are taken as alive: their pids mean nothing here."""
+    if labels.get(LABEL_HOST) != (host or socket.gethostname()):
+        return True
+    try:
+        pid = int(labels.get(LABEL_PID, ""))
+    except ValueError:
+        return False
+    return pid == os.getpid() or wait.pid_alive(pid)
+
+
+def clean(client=None, everything: bool = False) -> list[tuple[str, str]]:
+    """Remove leftovers of dead runs (or, with `everything`, of every Stickler run)."""
+    client = client or docker_env.client()
+    keep = (lambda labels: False) if everything else owner_alive
+    return _remove(client, {"label": LABEL_RUN}, keep)
