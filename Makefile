@@ -10,17 +10,27 @@ STAMP := $(VENV)/.stickler-installed
 # binary:package pairs that the suites and benchmarks need
 SYSTEM_DEPS := haproxy:haproxy nginx:nginx-light redis-server:redis-server wrk:wrk
 
-.PHONY: conformance test test-containers images lint system-deps venv clean
+.PHONY: conformance test test-processes images lint system-deps venv clean
 
 conformance: system-deps $(STAMP)
 	$(BIN)/stickler conformance $(ARGS)
 
+# Everything: the project's tests (the container ones included) and every suite on local
+# processes, then every suite on the containers runtime. A Docker daemon is started first
+# when none answers (as root; docker.io is installed if missing) and stopped again at the
+# end; a daemon that was running already is left alone.
 test: system-deps $(STAMP) lint
-	$(BIN)/python -m pytest tests suites $(PYTEST_ARGS)
-
-# The suites on the containers runtime (needs a Docker daemon: .ci/dockerd.sh start).
-test-containers: $(STAMP) images
+	@started=""; \
+	if ! .ci/dockerd.sh status; then .ci/dockerd.sh start || exit 1; started=1; fi; \
+	trap 'if [ -n "$$started" ]; then .ci/dockerd.sh stop; fi' EXIT; \
+	begin=$$(date +%s); $(BIN)/stickler images build || exit 1; \
+	echo "stickler images build: $$(( $$(date +%s) - begin )) s"; \
+	$(BIN)/python -m pytest tests suites $(PYTEST_ARGS) || exit 1; \
 	$(BIN)/python -m pytest suites --runtime containers $(PYTEST_ARGS)
+
+# Without Docker: the tests (container tests skip outside CI) and the suites on processes.
+test-processes: system-deps $(STAMP) lint
+	$(BIN)/python -m pytest tests suites $(PYTEST_ARGS)
 
 images: $(STAMP)
 	$(BIN)/stickler images build
