@@ -135,28 +135,19 @@ def test_verdicts():
     assert spoofed.verdict == UNKNOWN and "another address" in spoofed.reason
 
 
-def test_address_mismatch_voids_only_checks_that_depend_on_the_address():
-    from harness.suite import depends_on_client_address
+def test_runtimes_without_source_addresses_get_the_proxy_protocol_instead():
+    from harness.runtime import RUNTIMES
+    from harness.suite import CheckLog, ClusterPool, carries_client_address
     from harness.topology import parse_topology
 
-    conds = (parse_condition("min_stickiness == 1"),)
-    hidden = {"judged_requests": 200, "requests": 200, "errors": 0, "min_stickiness": 0.5,
-              "client_ip_mismatches": 200}
-    # A cookie check behind a runtime that hides client addresses is still judged...
-    assert judge(conds, hidden, 100, addresses_matter=False).verdict == FAIL
-    assert judge(conds, {**hidden, "min_stickiness": 1.0}, 100,
-                 addresses_matter=False).verdict == PASS
-    # ...an address-keyed one is not.
-    assert judge(conds, hidden, 100, addresses_matter=True).verdict == UNKNOWN
-
-    def topo(kind, mode, expect=None):
-        extra = f"expect: {expect}\n" if expect else ""
-        return parse_topology(f"balancer: {{kind: {kind}, mode: {mode}}}\nreplicas: 2\n{extra}")
-
-    assert depends_on_client_address(topo("nginx", "ip-hash"))
-    assert depends_on_client_address(topo("haproxy", "source-consistent"))
-    assert depends_on_client_address(topo("reference", "hash-client-ip"))
-    assert not depends_on_client_address(topo("haproxy", "cookie-insert"))
-    assert not depends_on_client_address(topo("nginx", "header-hash"))
-    # A mislabelled topology is judged by its claimed mode: that one counts too.
-    assert depends_on_client_address(topo("nginx", "roundrobin", expect="ip-hash"))
+    source = parse_topology("balancer: {kind: nginx, mode: ip-hash}\nreplicas: 2\n")
+    labelled = parse_topology("balancer: {kind: nginx, mode: ip-hash, client_ip: xff}\n"
+                              "replicas: 2\n")
+    assert carries_client_address(RUNTIMES["processes"], source)
+    if "containers" in RUNTIMES:
+        assert not carries_client_address(RUNTIMES["containers"], source)
+        assert carries_client_address(RUNTIMES["containers"], labelled)
+    pool = ClusterPool("processes", CheckLog(seed=1, runtime="processes"))
+    carried = pool.with_proxy_protocol(source)
+    assert carried.client_ip == "proxy-protocol" and carried.name == source.name
+    assert pool.with_proxy_protocol(source) is carried  # one cluster for all its checks

@@ -18,13 +18,9 @@ class Verdict:
 
 
 def judge(conditions: tuple[Condition, ...] | list[Condition], metrics: dict[str, float],
-          min_samples: int, samples_metric: str = "judged_requests",
-          addresses_matter: bool = True) -> Verdict:
-    """`unknown` when the run has too few samples, or errors, to decide either way.
-
-    `addresses_matter=False` says the balancer's view of the client address cannot change
-    this verdict (a cookie mode behind a runtime that hides client addresses): then a
-    mismatch between the address sent and the address seen does not void it."""
+          min_samples: int, samples_metric: str = "judged_requests") -> Verdict:
+    """`unknown` when the run has too few samples, or errors, to decide either way, or when
+    the balancer saw other client addresses than the harness sent."""
     samples = int(metrics.get(samples_metric, 0))
     if samples < min_samples:
         return Verdict(UNKNOWN, samples, reason=f"only {samples} samples ({samples_metric}); "
@@ -33,7 +29,7 @@ def judge(conditions: tuple[Condition, ...] | list[Condition], metrics: dict[str
         return Verdict(UNKNOWN, samples, reason=f"{metrics['errors']:g} of "
                        f"{metrics['requests']:g} requests failed at the transport; the run "
                        f"cannot judge affinity")
-    if addresses_matter and metrics.get("client_ip_mismatches", 0) > 0:
+    if metrics.get("client_ip_mismatches", 0) > 0:
         return Verdict(UNKNOWN, samples, reason=f"the balancer reported "
                        f"{metrics['client_ip_mismatches']:g} requests as coming from another "
                        f"address than the harness sent them from; address checks are void")
