@@ -37,6 +37,7 @@ from harness.balancers import Adapter, Endpoint, Layout, get_adapter
 from harness.errors import ClusterError
 from harness.history import FaultRecord
 from harness.runtime import docker_env, images, net, reaper, wait
+from harness.runtime.replica_set import ReplicaSetMixin
 from harness.topology import Replica, Topology
 
 START_TIMEOUT = 30.0
@@ -106,7 +107,7 @@ class Node:
         return self.container.get_wrapped_container()
 
 
-class ContainerCluster:
+class ContainerCluster(ReplicaSetMixin):
     runtime = "containers"
     @staticmethod
     def carries_client_address(topology: Topology) -> bool:
@@ -285,25 +286,6 @@ class ContainerCluster:
         self.layout.draining.discard(replica)
         self._event("remove", replica)
 
-    def drain(self, replica: str) -> None:
-        """Stop sending new sessions to `replica`; sessions pinned to it stay (a reload)."""
-        self._replica(replica)
-        if self.adapter.no_drain:
-            raise ClusterError(f"cannot drain {replica}: {self.adapter.no_drain}")
-        assert self.layout
-        self.layout.draining.add(replica)
-        self.reload()
-        self._event("drain", replica)
-
-    def undrain(self, replica: str) -> None:
-        """Let `replica` take new sessions again."""
-        self._replica(replica)
-        assert self.layout
-        if replica in self.layout.draining:
-            self.layout.draining.discard(replica)
-            self.reload()
-            self._event("undrain", replica)
-
     def reload(self) -> None:
         """Re-render, check and install the config, signal the balancer, and return once new
         connections are served by the new config (its generation header)."""
@@ -331,16 +313,6 @@ class ContainerCluster:
             return self.replicas[replica]
         except KeyError:
             raise KeyError(f"no replica {replica!r}; have {sorted(self.replicas)}") from None
-
-    def _fresh_id(self) -> str:
-        while f"r{self._next_index}" in self.replicas:
-            self._next_index += 1
-        return f"r{self._next_index}"
-
-    def _event(self, op: str, target: str, detail: str = "") -> None:
-        if self.on_event:
-            self.on_event(FaultRecord(t=self.clock() - self.t0, op=op, target=target,
-                                      detail=detail))
 
     def _status(self, node: Node) -> str:
         node.docker.reload()

@@ -25,6 +25,7 @@ from harness.balancers import Endpoint, Layout, get_adapter
 from harness.errors import ClusterError
 from harness.history import FaultRecord
 from harness.runtime import net, reaper, wait
+from harness.runtime.replica_set import ReplicaSetMixin
 from harness.topology import Replica, Topology
 
 START_TIMEOUT = 15.0
@@ -41,7 +42,7 @@ class Child:
     main_pid: int = 0  # the process to signal: the balancer's master, or proc.pid
 
 
-class ProcessCluster:
+class ProcessCluster(ReplicaSetMixin):
     runtime = "processes"
 
     def __init__(self, topology: Topology, *,
@@ -172,25 +173,6 @@ class ProcessCluster:
         self.layout.draining.discard(replica)
         self._event("remove", replica)
 
-    def drain(self, replica: str) -> None:
-        """Stop sending new sessions to `replica`; sessions pinned to it stay (a reload)."""
-        self._replica(replica)
-        if self.adapter.no_drain:
-            raise ClusterError(f"cannot drain {replica}: {self.adapter.no_drain}")
-        assert self.layout
-        self.layout.draining.add(replica)
-        self.reload()
-        self._event("drain", replica)
-
-    def undrain(self, replica: str) -> None:
-        """Let `replica` take new sessions again."""
-        self._replica(replica)
-        assert self.layout
-        if replica in self.layout.draining:
-            self.layout.draining.discard(replica)
-            self.reload()
-            self._event("undrain", replica)
-
     def reload(self) -> None:
         """Re-render the config and reload the balancer gracefully.
 
@@ -222,16 +204,6 @@ class ProcessCluster:
             return self.replicas[replica]
         except KeyError:
             raise KeyError(f"no replica {replica!r}; have {sorted(self.replicas)}") from None
-
-    def _fresh_id(self) -> str:
-        while f"r{self._next_index}" in self.replicas:
-            self._next_index += 1
-        return f"r{self._next_index}"
-
-    def _event(self, op: str, target: str, detail: str = "") -> None:
-        if self.on_event:
-            self.on_event(FaultRecord(t=self.clock() - self.t0, op=op, target=target,
-                                      detail=detail))
 
     def _spawn(self, name: str, cmd: list[str], endpoint: Endpoint,
                guard: bool = False) -> Child:
