@@ -82,12 +82,22 @@ def served_by(cluster: ContainerCluster, n: int = 12) -> list[str | None]:
     return out
 
 
+def connect_from_balancer(cluster: ContainerCluster, replica: str) -> str:
+    """What a TCP connect from the balancer's container to the replica gets: "ok",
+    "refused" (an RST) or "timeout" (1 s of silence)."""
+    ep = cluster.layout.replicas[replica]
+    probe = ("import socket, sys\n"
+             "try:\n"
+             f"    socket.create_connection(('{ep.host}', {ep.port}), 1).close(); print('ok')\n"
+             "except ConnectionRefusedError: print('refused')\n"
+             "except OSError as e: print('timeout' if isinstance(e, TimeoutError) else e)\n")
+    _, out = cluster.balancer.docker.exec_run(["python3", "-c", probe])
+    return out.decode().strip()
+
+
 def reachable_from_balancer(cluster: ContainerCluster, replica: str) -> bool:
     """Whether the balancer's container can open a TCP connection to the replica."""
-    ep = cluster.layout.replicas[replica]
-    probe = f"import socket; socket.create_connection(('{ep.host}', {ep.port}), 1).close()"
-    code, _ = cluster.balancer.docker.exec_run(["python3", "-c", probe])
-    return code == 0
+    return connect_from_balancer(cluster, replica) == "ok"
 
 
 @pytest.mark.parametrize("kind", ["haproxy", "nginx", "reference"])
@@ -96,7 +106,8 @@ def test_cluster_serves_and_leaves_nothing(kind: str, docker_client) -> None:
     with ContainerCluster(topology(kind, mode)) as cluster:
         run_id = cluster.run_id
         containers, networks = ours(docker_client, run_id)
-        assert len(containers) == 4 and networks == [f"stickler-{run_id}"]
+        # The balancer, and per replica a network holder and the app.
+        assert len(containers) == 7 and networks == [f"stickler-{run_id}"]
         # Published on 127.0.0.1 only, never on all interfaces.
         ports = cluster.balancer.docker.attrs["NetworkSettings"]["Ports"]["8080/tcp"]
         assert [p["HostIp"] for p in ports] == ["127.0.0.1"]
@@ -165,9 +176,11 @@ def test_faults_kill_restart_pause_disconnect(docker_client) -> None:
     hc = "  health_check: {enabled: true, interval_ms: 200, fall: 1, rise: 1}\n"
     with ContainerCluster(topology("haproxy", extra=hc), on_event=events.append) as cluster:
         r1 = cluster.replicas["r1"].published
-        # kill: the container stops, the balancer stops sending to it (health check).
+        # kill: the app stops; its address stays (the holder), so connects are refused at
+        # once, as for a crashed process; the balancer stops sending to it (health check).
         cluster.kill("r1")
         assert not cluster.alive("r1")
+        assert connect_from_balancer(cluster, "r1") == "refused"
         time.sleep(1.0)  # several check intervals: r1 is marked down
         assert "r1" not in served_by(cluster, 9)
         # restart: same address, the replica serves again (its state starts empty).
@@ -185,7 +198,7 @@ def test_faults_kill_restart_pause_disconnect(docker_client) -> None:
         # disconnect: the balancer can no longer reach r3; reconnect restores it.
         assert reachable_from_balancer(cluster, "r3")
         cluster.disconnect("r3")
-        assert not reachable_from_balancer(cluster, "r3")
+        assert connect_from_balancer(cluster, "r3") != "ok"  # silence: the host is gone
         cluster.reconnect("r3")
         assert reachable_from_balancer(cluster, "r3")
         assert _eventually(lambda: "r3" in served_by(cluster, 6))
@@ -258,7 +271,7 @@ def start_script(tmp_path: Path) -> tuple[subprocess.Popen, str]:
 def test_signal_removes_containers_and_network(sig: int, tmp_path: Path, docker_client) -> None:
     proc, run_id = start_script(tmp_path)
     try:
-        assert len(ours(docker_client, run_id)[0]) == 3
+        assert len(ours(docker_client, run_id)[0]) == 5  # balancer, 2 x (holder, app)
         proc.send_signal(sig)
         proc.wait(timeout=60)
         assert ours(docker_client, run_id) == ([], [])
@@ -278,7 +291,7 @@ def test_clean_removes_what_a_killed_run_left(tmp_path: Path, docker_client, cap
         proc.kill()  # SIGKILL: no handler runs, the containers stay
         proc.wait(timeout=10)
         containers, networks = ours(docker_client, run_id)
-        assert len(containers) == 3 and len(networks) == 1
+        assert len(containers) == 5 and len(networks) == 1  # balancer, 2 x (holder, app)
         assert main(["clean"]) == 0
         out = capsys.readouterr().out
         assert all(f"removed container {c}" in out for c in containers), out
@@ -293,7 +306,7 @@ def test_clean_removes_what_a_killed_run_left(tmp_path: Path, docker_client, cap
 def test_clean_spares_live_runs(docker_client) -> None:
     with ContainerCluster(topology("nginx", replicas=1)) as cluster:
         clean(docker_client)
-        assert len(ours(docker_client, cluster.run_id)[0]) == 2
+        assert len(ours(docker_client, cluster.run_id)[0]) == 3  # balancer, holder, app
 
 
 def test_drain_and_undrain_by_reload(docker_client) -> None:

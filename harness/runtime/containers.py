@@ -6,7 +6,18 @@
 Each cluster gets its own bridge network with a fixed address per part (the balancer .2,
 replicas from .10), so a replica that is killed and started again, or disconnected and
 reconnected, comes back where the balancer's config says it is. Replicas are also reachable
-by their id as a network alias. Everything is labelled with the run id, the owning pid and
+by their id as a network alias.
+
+A replica is two containers, as a Kubernetes pod is: a holder that owns the network
+namespace (address, alias, published port) and does nothing else, and the app, which joins
+the holder's namespace. Killing the app leaves the address in place, so the balancer's next
+connect is refused at once (RST), as when a pod's container or a host's process crashes,
+and as in the processes runtime. Without the holder a killed container's address vanishes
+and connects hang until the balancer's connect timeout (measured: NGINX's clients waited
+about 40 s with the default proxy_connect_timeout of 60 s). That "host gone" fault is
+`disconnect`: the holder leaves the network, and packets to the address go nowhere.
+
+Everything is labelled with the run id, the owning pid and
 the host name: leaving the `with` block (normally, by exception, SIGTERM or Ctrl-C) removes
 it, and `stickler clean` removes what a SIGKILLed run left.
 
@@ -96,15 +107,21 @@ def replica_command(topology: Topology, rid: str, port: int = PORT) -> list[str]
 @dataclass
 class Node:
     name: str
-    container: Any  # testcontainers DockerContainer
+    container: Any  # testcontainers DockerContainer: the process (app or balancer)
     endpoint: Endpoint  # on the cluster network
     published: Endpoint  # on 127.0.0.1
     paused: bool = False
     connected: bool = True
+    holder: Any = None  # a replica's network holder (docker SDK container), see module doc
 
     @property
     def docker(self):
         return self.container.get_wrapped_container()
+
+    @property
+    def netns(self):
+        """The container that owns this node's address: the holder, if it has one."""
+        return self.holder or self.docker
 
 
 class ContainerCluster(ReplicaSetMixin):
@@ -246,20 +263,19 @@ class ContainerCluster(ReplicaSetMixin):
                        f"replica {replica} to stop")
         node.docker.start()
         node.paused = False
-        node.published = self._published(node.docker)
         self._wait_replica(node)
         self._event("restart", replica)
 
     def disconnect(self, replica: str) -> None:
         """Take the replica off the cluster network: the balancer's packets go nowhere."""
         node = self._replica(replica)
-        self.network.disconnect(node.docker, force=True)
+        self.network.disconnect(node.netns, force=True)
         node.connected = False
         self._event("disconnect", replica)
 
     def reconnect(self, replica: str) -> None:
         node = self._replica(replica)
-        self.network.connect(node.docker, ipv4_address=node.endpoint.host, aliases=[replica])
+        self.network.connect(node.netns, ipv4_address=node.endpoint.host, aliases=[replica])
         node.connected = True
         self._event("reconnect", replica)
 
@@ -278,8 +294,10 @@ class ContainerCluster(ReplicaSetMixin):
         self.topology = self.topology.with_replicas(
             tuple(r for r in self.topology.replicas if r.id != replica))
         self.reload()
-        with contextlib.suppress(Exception):
-            node.docker.remove(force=True, v=True)
+        for part in (node.docker, node.holder):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    part.remove(force=True, v=True)
         del self.replicas[replica]
         assert self.layout
         self.layout.replicas.pop(replica, None)
@@ -354,27 +372,35 @@ class ContainerCluster(ReplicaSetMixin):
         return Endpoint(net.ensure_loopback(host), int(port() or 0))
 
     def _run(self, name: str, role: str, cmd: list[str], address: str,
-             files: dict[str, bytes] | None = None) -> Any:
+             files: dict[str, bytes] | None = None, netns: Any = None) -> Any:
+        """Start a container on the cluster network at `address` with its port published
+        on 127.0.0.1, or, given `netns` (a holder), inside that container's namespace."""
         from docker.types import EndpointConfig
         from testcontainers.core.container import DockerContainer
 
         assert self.network
-        aliases = [name] if role == "replica" else ["balancer"]
+        aliases = [name] if role in ("replica", "holder") else ["balancer"]
+        kwargs: dict[str, Any] = {"labels": {**self.labels, LABEL_ROLE: role}, "init": True}
+        if netns is None:
+            kwargs.update(network=self.network.name, networking_config={
+                self.network.name: EndpointConfig("1.41", ipv4_address=address,
+                                                  aliases=aliases)})
+        else:
+            kwargs["network_mode"] = f"container:{netns.id}"
+        suffix = "-net" if role == "holder" else ""
         container = (DockerContainer(self.image)
-                     .with_name(f"stickler-{self.run_id}-{name}")
+                     .with_name(f"stickler-{self.run_id}-{name}{suffix}")
                      .with_command(cmd)
-                     .with_kwargs(labels={**self.labels, LABEL_ROLE: role}, init=True,
-                                  network=self.network.name,
-                                  networking_config={self.network.name: EndpointConfig(
-                                      "1.41", ipv4_address=address, aliases=aliases)}))
-        container.ports[PORT] = ("127.0.0.1",)  # published on 127.0.0.1 only, any free port
+                     .with_kwargs(**kwargs))
+        if netns is None:
+            container.ports[PORT] = ("127.0.0.1",)  # published on 127.0.0.1, any free port
         for path, data in (files or {}).items():
             container = container.with_copy_into_container(data, path)
         try:
             container.start()
         except Exception as exc:
-            raise ClusterError(f"cannot start container {name} from {self.image}: {exc}") \
-                from None
+            raise ClusterError(f"cannot start container {name}{suffix} from {self.image}: "
+                               f"{exc}") from None
         return container
 
     def _start_replica(self, rid: str) -> None:
@@ -384,9 +410,12 @@ class ContainerCluster(ReplicaSetMixin):
             index = self._address(REPLICA_OFFSET + len(self._addresses))
             self._addresses[rid] = index
         endpoint = Endpoint(index, PORT)
+        holder = self._run(rid, "holder", ["sleep", "infinity"], endpoint.host)
+        holder_docker = holder.get_wrapped_container()
         cmd = replica_command(self.topology, rid)
-        container = self._run(rid, "replica", cmd, endpoint.host)
-        node = Node(rid, container, endpoint, self._published(container.get_wrapped_container()))
+        container = self._run(rid, "replica", cmd, endpoint.host, netns=holder_docker)
+        node = Node(rid, container, endpoint, self._published(holder_docker),
+                    holder=holder_docker)
         self.replicas[rid] = node
         self.layout.replicas[rid] = endpoint
         self._wait_replica(node)
