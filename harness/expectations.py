@@ -24,8 +24,8 @@ OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.n
 CONDITION = re.compile(r"^\s*([a-z_0-9]+)\s*(>=|<=|==|!=|>|<)\s*(-?[0-9.]+|[a-z][a-z_0-9]*)\s*$")
 SOURCES = ("documented", "source-code", "observed", "differs-from-docs", "folklore-refuted",
            "folklore-confirmed")
-BEHAVIOUR_KEYS = ("id", "title", "modes", "when", "suite", "scenario", "params", "assert",
-                  "min_samples", "samples", "source", "citation", "evidence")
+BEHAVIOUR_KEYS = ("id", "title", "modes", "when", "runtimes", "suite", "scenario", "params",
+                  "assert", "min_samples", "samples", "source", "citation", "evidence")
 CITATION_KEYS = ("document", "url", "quote")
 
 
@@ -79,6 +79,9 @@ class Expectation:
     evidence: str = ""
     when: dict[str, Any] = field(default_factory=dict)  # topology options it applies to
     samples: str = "judged_requests"  # the metric that counts what the verdict rests on
+    # The runtimes it is judged on (empty: all). A fault only one runtime can inject (the
+    # host-gone `disconnect` needs a network) names that runtime.
+    runtimes: tuple[str, ...] = ()
     file: str = ""
     line: int | None = None
 
@@ -87,6 +90,9 @@ class Expectation:
             return have == (tuple(want) if isinstance(want, list) else want)
 
         return mode in self.modes and all(same(options.get(k), v) for k, v in self.when.items())
+
+    def runs_on(self, runtime: str) -> bool:
+        return not self.runtimes or runtime in self.runtimes
 
 
 def _expectation(doc: Doc, i: int, item: Any, kind: str) -> Expectation:
@@ -146,6 +152,7 @@ def _expectation(doc: Doc, i: int, item: Any, kind: str) -> Expectation:
     min_samples = item.get("min_samples", 100)
     if not isinstance(min_samples, int) or min_samples < 1:
         raise doc.error(f"{path}.min_samples", "expected a positive integer")
+    runtimes = _runtimes(doc, f"{path}.runtimes", item.get("runtimes", []))
     samples = item.get("samples", "judged_requests")
     if samples not in scenario.metrics:
         raise doc.error(f"{path}.samples", f"scenario {scenario.name} has no metric {samples!r}")
@@ -155,9 +162,17 @@ def _expectation(doc: Doc, i: int, item: Any, kind: str) -> Expectation:
         scenario=scenario.name, params=params, conditions=tuple(conditions),
         min_samples=min_samples, source=item["source"], citation=dict(citation),
         evidence=str(item.get("evidence", "")).strip(), when=dict(when), samples=samples,
-        file=doc.file,
+        runtimes=runtimes, file=doc.file,
         line=doc.line(path),
     )
+
+
+def _runtimes(doc: Doc, path: str, value: Any) -> tuple[str, ...]:
+    from harness.runtime import RUNTIMES  # here: the runtimes import the balancers
+
+    if not isinstance(value, list) or not all(v in RUNTIMES for v in value):
+        raise doc.error(path, f"expected a list of runtimes out of: {', '.join(RUNTIMES)}")
+    return tuple(value)
 
 
 def load_expectations(path: str | Path) -> list[Expectation]:

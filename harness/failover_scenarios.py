@@ -4,7 +4,8 @@ sessions going, bring the replica back, and see what the users got.
 Each session runs in three phases with its cookies and cart carried across (the scripted
 driver's SessionCarry): `before` pins it, then the fault hits the replica most sessions are
 pinned to, `during` keeps sending (one request every `interval_s`), then the replica is
-restarted (kill: empty memory) or resumed (pause: memory intact), and after `settle_s`
+restarted (kill: empty memory), resumed (pause: memory intact) or reconnected (disconnect:
+memory intact), and after `settle_s`
 `back` shows whether the sessions return to it. Only the Cluster protocol is used, so the
 scenario runs on any runtime. Metrics: harness/analysis/failover.py.
 """
@@ -27,8 +28,11 @@ from harness.traffic import plans
 from harness.traffic.identity import client_address
 from harness.traffic.scripted import Driver, SessionCarry
 
-FAULTS = {"kill": "restart", "pause": "resume"}  # fault -> its default recovery
-RECOVERIES = ("", "restart", "resume")
+# fault -> its default recovery. kill: the process dies, its address refuses connects;
+# pause: the process hangs; disconnect: the host is gone, its address goes silent
+# (containers runtime only).
+FAULTS = {"kill": "restart", "pause": "resume", "disconnect": "reconnect"}
+RECOVERIES = ("", "restart", "resume", "reconnect")
 FIRSTS = ("any", "GET", "POST")
 # Modes in which the balancer itself sets an affinity cookie naming the replica.
 COOKIE_MODES = ("cookie-insert", "cookie-prefix", "cookie-rewrite", "cookie")
@@ -138,7 +142,8 @@ FAILOVER_SCENARIOS = (
     FailoverScenario(
         "failover",
         "9 sessions pinned, then the replica most of them are on is killed (or paused, "
-        "`fault: pause`) while they keep sending; then restarted (or resumed) and, after "
+        "`fault: pause`, or cut off the network, `fault: disconnect`) while they keep "
+        "sending; then restarted (resumed, reconnected) and, after "
         "`settle_s`, the sessions send again",
         dict(_BASE), SUMMARY_METRICS + fm.FAILOVER_METRICS),
 )

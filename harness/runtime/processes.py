@@ -145,6 +145,14 @@ class ProcessCluster(ReplicaSetMixin):
         child.paused = False
         self._event("resume", replica)
 
+    def disconnect(self, replica: str) -> None:
+        """Not here: replicas share the host's loopback, there is no network to cut."""
+        self._replica(replica)
+        raise ClusterError(f"cannot disconnect {replica}: the processes runtime has no network "
+                           f"between the balancer and its replicas (use --runtime containers)")
+
+    reconnect = disconnect
+
     def restart(self, replica: str) -> None:
         """Kill and start again on the same port; the new process has empty memory."""
         self._kill(self._replica(replica))
