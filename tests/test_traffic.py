@@ -23,6 +23,34 @@ def test_client_addresses_stay_in_loopback_below_clusters():
     assert int(last.split(".")[1]) < 128
 
 
+def test_every_client_address_has_a_label_on_every_transport():
+    # A population once drew groups no label could stand for: those users crashed in
+    # containers (PROXY protocol) and the hot client of one-hot-client was never sent.
+    from harness.traffic.identity import TRANSPORTS, on_wire
+
+    for group in (0, GROUPS // 2, GROUPS - 1):
+        address = client_address(group, 254)
+        assert {prefix24(on_wire(address, t)) for t in TRANSPORTS[1:]} == \
+            {prefix24(on_wire(address, "proxy-protocol"))}
+    with pytest.raises(ValueError):
+        client_address(GROUPS, 1)
+
+
+def test_a_crashed_locust_user_is_found_in_the_log():
+    from harness.traffic.load import user_crash
+
+    log = ("[2026] vm/INFO/locust.runners: Ramping to 60 users\n"
+           "Traceback (most recent call last):\n"
+           '  File "locustfile.py", line 196, in on_start\n'
+           "ValueError: client group 23025 has no label\n"
+           "2026-11-25T18:48:15Z <Greenlet at 0x7f: run_user(<locustfile.Shopper object at "
+           "0x7f>)> failed with ValueError\n"
+           "[2026] vm/INFO/locust.main: Shutting down (exit code 1)\n")
+    found = user_crash(log)
+    assert found.startswith("Traceback") and "ValueError: client group 23025" in found
+    assert user_crash("[2026] vm/INFO/locust.main: Shutting down (exit code 1)\n") == ""
+
+
 def test_loopback_guard():
     assert ensure_loopback("127.9.9.9") == "127.9.9.9"
     with pytest.raises(ValueError, match="not a loopback"):

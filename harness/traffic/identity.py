@@ -20,9 +20,10 @@ TRANSPORTS = ("source", "proxy-protocol", "proxy-protocol-v2", "xff")
 PROXY_VERSIONS = {"proxy-protocol": 1, "proxy-protocol-v2": 2}
 LABEL_BASE = int(ipaddress.ip_address("100.64.0.0"))
 LABEL_GROUPS = 2 ** 22 // 256  # 100.64.0.0/10 holds 16384 /24s
-# Client addresses stay below 127.128.0.0, where clusters live (see runtime.net).
+# Client addresses stay below 127.128.0.0, where clusters live (see runtime.net), and there
+# are no more groups than labels, so every planned client can travel on every transport.
 FIRST_GROUP_OCTET = 16
-GROUPS = (128 - FIRST_GROUP_OCTET) * 256
+GROUPS = min((128 - FIRST_GROUP_OCTET) * 256, LABEL_GROUPS)
 
 
 def client_address(group: int, host: int = 1) -> str:

@@ -99,12 +99,27 @@ def run_load(cluster: Any, profile: Profile, *, duration: float, seed: int, work
     if code not in (0, FAILURES_EXIT) or not stats.exists():
         tail = log.read_text(errors="replace")[-3000:]
         raise SticklerError(f"Locust exited with code {code}; {log} ends with:\n{tail}")
+    crashed = user_crash(log.read_text(errors="replace"))
+    if crashed:  # Locust carries on with fewer users: the population would not be the profile's
+        raise SticklerError(f"a simulated user crashed, so the run does not follow the "
+                            f"profile ({profile.name}); {log}:\n{crashed}")
     records = _merge(workdir, workdir / "history.jsonl")
     if progress:
         progress(elapsed, sum(r.type == "request" for r in records))
     return LoadResult(history=workdir / "history.jsonl", records=records, duration=elapsed,
                       seed=seed, users=profile.users, locust_exit_code=code,
                       stats=_stats(stats))
+
+
+def user_crash(log_text: str) -> str:
+    """The first traceback of a Locust user that died of an exception ("<Greenlet ...>
+    failed with ..."), or ""."""
+    lines = log_text.splitlines()
+    for i, line in enumerate(lines):
+        if "run_user(" in line and " failed with " in line:
+            start = max((j for j in range(i) if lines[j].startswith("Traceback")), default=i)
+            return "\n".join(lines[start:i + 1])[-3000:]
+    return ""
 
 
 def _check_schedule(faults: Sequence[FaultStep], duration: float) -> list[FaultStep]:
