@@ -8,8 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stickler-installed
 # binary:package pairs that the suites and benchmarks need
-CONTAINER_SUITES := suites/test_stickiness.py suites/test_dynamic_routing.py \
-                    suites/test_replay_cache.py suites/test_replay.py
+CONTAINER_SUITES := suites
 SYSTEM_DEPS := haproxy:haproxy nginx:nginx-light redis-server:redis-server wrk:wrk
 
 .PHONY: conformance test test-processes images lint system-deps venv clean
@@ -18,10 +17,10 @@ conformance: system-deps $(STAMP)
 	$(BIN)/stickler conformance $(ARGS)
 
 # Everything: the project's tests (the container ones included) and every suite on local
-# processes, then the suites that are green in containers (CONTAINER_SUITES; failover and
-# load are not yet: see docs/containers.md). A Docker daemon is started first when none
-# answers (as root; docker.io is installed if missing) and stopped again at the end; a
-# daemon that was running already is left alone.
+# processes, then every suite again in containers (CONTAINER_SUITES; checks that only one
+# runtime can inject, such as the host-gone faults, run on it alone). A Docker daemon is
+# started first when none answers (as root; docker.io is installed if missing) and stopped
+# again at the end; a daemon that was running already is left alone.
 test: system-deps $(STAMP) lint
 	@started=""; \
 	if ! .ci/dockerd.sh status; then .ci/dockerd.sh start || exit 1; started=1; fi; \

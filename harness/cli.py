@@ -123,12 +123,15 @@ def cmd_topology(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Start a topology and keep it running until Ctrl-C, for poking at by hand."""
-    from harness.runtime import RUNTIMES
+    from harness import runtime
     from harness.topology import load_topology
 
     topology = load_topology(args.topology)
-    with RUNTIMES[args.runtime](topology) as cluster:
+    with runtime.start(topology, args.runtime) as cluster:
         print(f"{topology.name}: {topology.kind} ({topology.mode}) at {cluster.url}")
+        if cluster.topology.client_ip != topology.client_ip:
+            print(f"  client addresses: {cluster.topology.client_ip} (the {args.runtime} "
+                  f"runtime cannot carry {topology.client_ip} addresses)")
         for rid in cluster.replica_ids:
             print(f"  replica {rid}")
         print(f"try: curl -si -c /tmp/jar -b /tmp/jar -X POST '{cluster.url}/cart?item=tea'")

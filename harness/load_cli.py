@@ -54,6 +54,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       help="fault schedule, e.g. kill:r1@20, pause:r2@10, add@30 (repeatable)")
     load.add_argument("--fail-on", action="append", default=[], metavar="CONDITION",
                       help="exit 1 when the condition holds, e.g. 'min_stickiness<0.99'")
+    load.add_argument("--runtime", default="processes", choices=["processes", "containers"],
+                      help="how the cluster is started (containers: needs a Docker daemon)")
     load.add_argument("--seed", type=int, default=None)
     load.add_argument("--report-dir", default=None, metavar="DIR")
     load.add_argument("--web", action="store_true", help="serve Locust's web UI on 127.0.0.1")
@@ -65,11 +67,11 @@ def cmd_load(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from harness import runtime
     from harness.balancers import get_adapter
     from harness.history import HistoryWriter
     from harness.load_scenarios import LOAD_METRICS, load_metrics
     from harness.report.checks import write_json_atomic
-    from harness.runtime import ProcessCluster
     from harness.topology import load_topology
     from harness.traffic.load import run_load
     from harness.traffic.profile import load_profile
@@ -91,7 +93,8 @@ def cmd_load(args: argparse.Namespace) -> int:
         if step.target and step.target not in topology.replica_ids:
             raise InputError(f"no replica {step.target!r} in {topology.name}; it has "
                              f"{', '.join(topology.replica_ids)}", key="--fault")
-    get_adapter(topology.kind).which()
+    if args.runtime == "processes":
+        get_adapter(topology.kind).which()  # the balancer's binary, before anything starts
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     from harness.cli import REPORTS
@@ -107,7 +110,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     work = report_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    with ProcessCluster(topology) as cluster, Progress(
+    with runtime.start(topology, args.runtime) as cluster, Progress(
             TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
             TextColumn("{task.fields[requests]} requests"), console=console,
             transient=True) as progress:
@@ -118,6 +121,7 @@ def cmd_load(args: argparse.Namespace) -> int:
                           progress=lambda elapsed, n: progress.update(
                               task, completed=min(elapsed, args.duration), requests=n))
         versions = cluster.versions()
+        ran = cluster.topology  # the runtime may carry client addresses differently
     values = load_metrics(result.records, original)
     values["locust_rps"] = result.stats.get("rps", 0.0) if result.stats else 0.0
     triggered = [str(c) for c in fail_on if c.holds(values)]
@@ -128,7 +132,8 @@ def cmd_load(args: argparse.Namespace) -> int:
     write_json_atomic(report_dir / "report.json", {
         "schema_version": 1, "kind": "load", "seed": seed,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "duration": result.duration, "topology": topology.to_dict(),
+        "duration": result.duration, "topology": ran.to_dict(),
+        "runtime": args.runtime,
         "profile": profile.to_dict(), "faults": [vars(f) for f in faults],
         "versions": versions, "metrics": values, "locust": result.stats,
         "fail_on": [str(c) for c in fail_on], "triggered": triggered,

@@ -108,17 +108,17 @@ def replay_through(topology: Any, records: list, *, speed: float, concurrency: i
 
     from harness.analysis.replay import broken_sessions, replay_summary
     from harness.history import HistoryWriter
-    from harness.runtime import RUNTIMES
+    from harness.runtime import start
     from harness.trace.replay import Replayer
     from harness.trace.schedule import LagStats
 
-    with RUNTIMES[runtime](topology) as cluster, HistoryWriter(history) as sink, Progress(
+    with start(topology, runtime) as cluster, HistoryWriter(history) as sink, Progress(
             TextColumn(f"{topology.name}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("lag {task.fields[lag]:.2f}s"), console=console,
             transient=True, disable=console is None) as progress:
         task = progress.add_task("replay", total=len(records), lag=0.0)
         result = Replayer(cluster.url, speed=speed, concurrency=concurrency,
-                          transport=topology.client_ip, sink=sink.write,
+                          transport=cluster.topology.client_ip, sink=sink.write,
                           progress=lambda n, total, lag: progress.update(
                               task, completed=n, lag=lag)).run(records)
         versions = cluster.versions()
@@ -267,7 +267,7 @@ def cmd_shrink(args: argparse.Namespace) -> int:
     from harness.balancers import get_adapter
     from harness.cli import ROOT
     from harness.report.checks import write_text_atomic
-    from harness.runtime import RUNTIMES
+    from harness.runtime import start
     from harness.topology import load_topology
     from harness.trace.format import TraceHeader
     from harness.trace.io import TraceWriter, read_trace
@@ -308,7 +308,7 @@ def cmd_shrink(args: argparse.Namespace) -> int:
 
     console.print(f"shrink: {len(records)} requests of {args.trace} on {bad.name}, property "
                   f"'{prop}'")
-    with RUNTIMES[args.runtime](bad) as cluster, console.status("replaying") as status:
+    with start(bad, args.runtime) as cluster, console.status("replaying") as status:
         if not fails(cluster, records):
             console.print(f"the property holds on the whole trace through {bad.name}: "
                           "nothing to shrink")
@@ -328,7 +328,7 @@ def cmd_shrink(args: argparse.Namespace) -> int:
     console.print(f"{len(records)} -> {len(minimal)} requests in {len(sessions)} session(s) "
                   f"after {tests} replays; the minimal trace fails {reproduced} of 3 reruns")
     if fixed is not None:
-        with RUNTIMES[args.runtime](fixed) as cluster:
+        with start(fixed, args.runtime) as cluster:
             held = sum(judge(cluster, minimal, prop)[0] for _ in range(3))
         if held < 3:
             console.print(f"the property fails on the fixed topology {fixed.name} too "

@@ -20,7 +20,7 @@ from harness.analysis.verdicts import FAIL, PASS, judge
 from harness.expectations import Expectation, expectations_for
 from harness.history import HistoryWriter
 from harness.report.checks import CheckLog, write_json_atomic
-from harness.runtime import RUNTIMES
+from harness.runtime import RUNTIMES, carries_client_address, runnable
 from harness.scenarios import SCENARIOS
 from harness.topology import Topology, load_topology
 
@@ -81,12 +81,18 @@ def when_options(topology: Topology) -> dict:
             "client_ip": topology.client_ip}
 
 
+def selected_runtimes(config: pytest.Config) -> list[str]:
+    """The runtimes --runtime names: processes first for `all`."""
+    runtime = config.getoption("--runtime")
+    return sorted(RUNTIMES, reverse=True) if runtime == "all" else [runtime]
+
+
 def generate_cases(metafunc: pytest.Metafunc, suite: str) -> None:
     """Parametrize `case` with every (topology, expectation) pair of this suite."""
     if "case" not in metafunc.fixturenames:
         return
     runtime = metafunc.config.getoption("--runtime")
-    runtimes = sorted(RUNTIMES, reverse=True) if runtime == "all" else [runtime]
+    runtimes = selected_runtimes(metafunc.config)
     cases, ids = [], []
     for topology, exp in _cases(metafunc.config, suite):
         for rt in runtimes:  # runtime outermost below, so one cluster serves a topology's run
@@ -97,12 +103,6 @@ def generate_cases(metafunc: pytest.Metafunc, suite: str) -> None:
                        else f"{topology.name}:{exp.id}")
     order = sorted(range(len(cases)), key=lambda i: runtimes.index(cases[i].runtime))
     metafunc.parametrize("case", [cases[i] for i in order], ids=[ids[i] for i in order])
-
-
-def carries_client_address(runtime: type, topology: Topology) -> bool:
-    """Whether this runtime gets the simulated client address to the balancer."""
-    check = getattr(runtime, "carries_client_address", None)
-    return True if check is None else bool(check(topology))
 
 
 class Case(NamedTuple):
@@ -152,8 +152,7 @@ class ClusterPool:
         the same topology (so that its checks share one cluster)."""
         key = id(topology)
         if key not in self._carried:
-            self._carried[key] = (topology, Topology(**{**topology.__dict__,
-                                                        "client_ip": "proxy-protocol"}))
+            self._carried[key] = (topology, runnable(topology, "containers"))
         return self._carried[key][1]
 
     def close(self) -> None:
@@ -168,7 +167,7 @@ def run_check(case: Case | tuple[Topology, Expectation], pool: ClusterPool, log:
     topology, exp = case[0], case[1]
     runtime = getattr(case, "runtime", None) or pool.runtime
     scenario = SCENARIOS[exp.scenario]
-    carried = carries_client_address(RUNTIMES[runtime], topology)
+    carried = carries_client_address(runtime, topology)
     if not carried:
         # `source` addresses cannot cross this runtime (Docker's port publishing): the same
         # clients travel as PROXY protocol labels instead, and the balancer is told so.

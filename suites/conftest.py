@@ -17,6 +17,12 @@ def pytest_configure(config: pytest.Config) -> None:
     suite.configure(config)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`runtime`: each runtime --runtime selects (regression tests take it)."""
+    if "runtime" in metafunc.fixturenames:
+        metafunc.parametrize("runtime", suite.selected_runtimes(metafunc.config))
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return suite.report_header(config)
 

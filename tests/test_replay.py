@@ -3,6 +3,9 @@
 import ast
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +19,8 @@ from harness.trace.regression import test_source as regression_source
 from harness.trace.replay import ClientMap, parse_speed
 from harness.trace.shrink import ddmin, parse_property
 from harness.traffic import identity
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def rec(session, seq, replica, *, state="found", cookies=None, error=None, status=200, t=None):
@@ -163,6 +168,11 @@ def test_replay_and_shrink_through_real_balancers(tmp_path, capsys):
     minimal = (out / "phones.jsonl").read_text().splitlines()[1:]
     assert 2 <= len(minimal) <= 3 and all('"session":"p' in line for line in minimal)
     assert (out / "test_phones.py").exists()
+    # The written test runs on its own, outside suites/ (its runtime fixture: processes).
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          str(out / "test_phones.py")], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert run.returncode == 0 and "1 passed" in run.stdout, run.stdout + run.stderr
     # The property holds on the whole trace under cookies: nothing to shrink, exit 1.
     assert main(["shrink", str(trace), "--topology",
                  f"{topologies}/haproxy-cookie-insert.yaml", "--property",

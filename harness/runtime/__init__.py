@@ -1,9 +1,43 @@
-"""Runtimes turn a Topology into a live Cluster."""
+"""Runtimes turn a Topology into a live Cluster.
+
+    with runtime.start(topology, "containers") as cluster: ...
+
+`start` runs the topology as the runtime can: the containers runtime cannot carry `source`
+client addresses (connections arrive from Docker's gateway), so there the same simulated
+clients travel as PROXY protocol labels and the balancer is configured to read them
+(`runnable`). Callers take the transport from `cluster.topology.client_ip`.
+"""
+
+from __future__ import annotations
 
 from harness.runtime.cluster import Cluster
 from harness.runtime.containers import ContainerCluster
 from harness.runtime.processes import ProcessCluster
+from harness.topology import Topology
 
 RUNTIMES = {"processes": ProcessCluster, "containers": ContainerCluster}
 
-__all__ = ["RUNTIMES", "Cluster", "ContainerCluster", "ProcessCluster"]
+
+def carries_client_address(runtime: str, topology: Topology) -> bool:
+    """Whether `runtime` gets the simulated client address to the balancer as planned."""
+    check = getattr(RUNTIMES[runtime], "carries_client_address", None)
+    return True if check is None else bool(check(topology))
+
+
+def runnable(topology: Topology, runtime: str) -> Topology:
+    """The topology as `runtime` can run it: `source` becomes PROXY protocol (v1) where
+    source addresses cannot cross; otherwise the same topology."""
+    if carries_client_address(runtime, topology):
+        return topology
+    return Topology(**{**topology.__dict__, "client_ip": "proxy-protocol"})
+
+
+def start(topology: Topology, runtime: str, **kwargs) -> Cluster:
+    """A cluster of `runtime` for `topology` (use it as a context manager)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
+    return RUNTIMES[runtime](runnable(topology, runtime), **kwargs)
+
+
+__all__ = ["RUNTIMES", "Cluster", "ContainerCluster", "ProcessCluster", "carries_client_address",
+           "runnable", "start"]

@@ -35,7 +35,7 @@ def check(trace: str | Path, topology: str | Path, prop_text: str, *,
           runtime: str = "processes", runs: int = 3) -> tuple[bool, dict[str, float]]:
     """Whether `prop_text` held in every one of `runs` replays of `trace` through
     `topology`, and the summary of the first replay where it did not (or of the last)."""
-    from harness.runtime import RUNTIMES
+    from harness.runtime import start
     from harness.topology import load_topology
     from harness.trace.io import read_trace
     from harness.trace.shrink import parse_property
@@ -43,7 +43,7 @@ def check(trace: str | Path, topology: str | Path, prop_text: str, *,
     prop = parse_property(prop_text)
     with read_trace(trace) as reader:
         records = list(reader)
-    with RUNTIMES[runtime](load_topology(topology)) as cluster:
+    with start(load_topology(topology), runtime) as cluster:
         summary: dict[str, float] = {}
         for _ in range(runs):
             holds, summary, _ = judge(cluster, records, prop)
@@ -57,23 +57,31 @@ TEST_TEMPLATE = '''"""{doc}
 
 from pathlib import Path
 
+import pytest
+
 from harness.trace.regression import ROOT, check
 
 TRACE = Path(__file__).with_name("{trace_name}")
 PROPERTY = {property!r}
 
 
-def test_the_failure_reproduces_on_{bad_id}():
+@pytest.fixture
+def runtime():
+    """processes; under suites/, --runtime chooses (suites/conftest.py parametrizes it)."""
+    return "processes"
+
+
+def test_the_failure_reproduces_on_{bad_id}(runtime):
     holds, summary = check(TRACE, ROOT / {bad!r},
-                           PROPERTY)
+                           PROPERTY, runtime=runtime)
     assert not holds, f"{{PROPERTY}} now holds on {bad_name}: {{summary}}"
 {fixed_test}'''
 
 FIXED_TEMPLATE = '''
 
-def test_the_property_holds_on_{fixed_id}():
+def test_the_property_holds_on_{fixed_id}(runtime):
     holds, summary = check(TRACE, ROOT / {fixed!r},
-                           PROPERTY)
+                           PROPERTY, runtime=runtime)
     assert holds, f"{{PROPERTY}} fails on {fixed_name}: {{summary}}"
 '''
 

@@ -11,19 +11,27 @@ Rerun the shrink:
 
 from pathlib import Path
 
+import pytest
+
 from harness.trace.regression import ROOT, check
 
 TRACE = Path(__file__).with_name("mobile-users-ip-hash.jsonl")
 PROPERTY = 'no session loses state'
 
 
-def test_the_failure_reproduces_on_nginx_ip_hash():
+@pytest.fixture
+def runtime():
+    """processes; under suites/, --runtime chooses (suites/conftest.py parametrizes it)."""
+    return "processes"
+
+
+def test_the_failure_reproduces_on_nginx_ip_hash(runtime):
     holds, summary = check(TRACE, ROOT / 'fixtures/topologies/nginx-ip-hash.yaml',
-                           PROPERTY)
+                           PROPERTY, runtime=runtime)
     assert not holds, f"{PROPERTY} now holds on nginx-ip-hash: {summary}"
 
 
-def test_the_property_holds_on_haproxy_cookie_insert():
+def test_the_property_holds_on_haproxy_cookie_insert(runtime):
     holds, summary = check(TRACE, ROOT / 'fixtures/topologies/haproxy-cookie-insert.yaml',
-                           PROPERTY)
+                           PROPERTY, runtime=runtime)
     assert holds, f"{PROPERTY} fails on haproxy-cookie-insert: {summary}"
