@@ -194,6 +194,8 @@ def from_doc(doc: Doc) -> Topology:
     options = _options(doc, bal.get("options"), spec.options, "balancer.options")
     health = _options(doc, bal.get("health_check"), adapter.health_check_keys,
                       "balancer.health_check")
+    for key, expected in adapter.option_errors(mode, options, health).items():
+        raise doc.error(f"balancer.{key}", expected)
 
     client_ip = bal.get("client_ip", "source")
     if client_ip not in adapter.client_ip_transports:

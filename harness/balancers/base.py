@@ -149,3 +149,19 @@ class Adapter:
 
     def check_command(self, config: Path, layout: Layout) -> list[str]:
         raise NotImplementedError
+
+    def reload_command(self, config: Path, layout: Layout) -> list[str] | None:
+        """A command that makes the running balancer load `config`, for balancers that reload
+        on a request rather than a signal (Caddy's admin API); None: send `reload_signal`."""
+        return None
+
+    def environment(self, layout: Layout) -> dict[str, str]:
+        """Extra environment for the balancer's commands (run, check, reload)."""
+        return {}
+
+    def option_errors(self, mode: str, options: dict[str, Any],
+                      health_check: dict[str, Any]) -> dict[str, str]:
+        """Values the balancer's config could not carry, as {key under `balancer` (e.g.
+        "options.cookie"): what was expected}; the topology loader reports them against the
+        file and key."""
+        return {}

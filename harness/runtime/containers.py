@@ -58,7 +58,7 @@ WORKDIR = Path("/srv/stickler")  # inside the image (compose/images/node/Dockerf
 LABEL_RUN, LABEL_PID, LABEL_HOST = "stickler.run", "stickler.pid", "stickler.host"
 LABEL_CLUSTER, LABEL_ROLE = "stickler.cluster", "stickler.role"
 # argv[0] inside the image, per balancer kind (the adapters name the host's binaries).
-BINARIES = {"haproxy": "haproxy", "nginx": "nginx", "reference": "python3"}
+BINARIES = {"haproxy": "haproxy", "nginx": "nginx", "caddy": "caddy", "reference": "python3"}
 BALANCER_OFFSET, REPLICA_OFFSET = 2, 10
 
 
@@ -312,7 +312,15 @@ class ContainerCluster(ReplicaSetMixin):
         docker = self.balancer.docker
         self._install_config(docker)
         old = _workers(docker) if self.adapter.forks_workers else set()
-        docker.kill(signal=int(self.adapter.reload_signal))
+        command = self.adapter.reload_command(self._config_path(), self.layout)
+        if command:
+            code, out = docker.exec_run(self._command(command),
+                                        environment=self.adapter.environment(self.layout))
+            if code != 0:
+                raise ClusterError(f"{self.adapter.kind} refused the reload (in {docker.name}):"
+                                   f"\n{out.decode(errors='replace').strip()[-2000:]}")
+        else:
+            docker.kill(signal=int(self.adapter.reload_signal))
         if self.adapter.forks_workers:
             # As in the processes runtime: new workers up, then old ones gone (they may
             # linger while they drain open connections; new ones no longer reach them).
@@ -372,7 +380,8 @@ class ContainerCluster(ReplicaSetMixin):
         return Endpoint(net.ensure_loopback(host), int(port() or 0))
 
     def _run(self, name: str, role: str, cmd: list[str], address: str,
-             files: dict[str, bytes] | None = None, netns: Any = None) -> Any:
+             files: dict[str, bytes] | None = None, netns: Any = None,
+             env: dict[str, str] | None = None) -> Any:
         """Start a container on the cluster network at `address` with its port published
         on 127.0.0.1, or, given `netns` (a holder), inside that container's namespace."""
         from docker.types import EndpointConfig
@@ -392,6 +401,8 @@ class ContainerCluster(ReplicaSetMixin):
                      .with_name(f"stickler-{self.run_id}-{name}{suffix}")
                      .with_command(cmd)
                      .with_kwargs(**kwargs))
+        for key, value in (env or {}).items():
+            container = container.with_env(key, value)
         if netns is None:
             container.ports[PORT] = ("127.0.0.1",)  # published on 127.0.0.1, any free port
         for path, data in (files or {}).items():
@@ -453,7 +464,8 @@ class ContainerCluster(ReplicaSetMixin):
         candidate = config.with_suffix(".new")
         _put_file(container, candidate, self._render().encode())
         code, out = container.exec_run(
-            self._command(self.adapter.check_command(candidate, self.layout)))
+            self._command(self.adapter.check_command(candidate, self.layout)),
+            environment=self.adapter.environment(self.layout))
         if code != 0:
             raise ClusterError(f"{self.adapter.kind} rejected the rendered config "
                                f"{candidate} (in {container.name}):\n"
@@ -468,7 +480,8 @@ class ContainerCluster(ReplicaSetMixin):
         text = self._render().encode()
         address = self._address(BALANCER_OFFSET)
         cmd = self._command(self.adapter.command(config, self.layout))
-        container = self._run("balancer", "balancer", cmd, address, {str(config): text})
+        container = self._run("balancer", "balancer", cmd, address, {str(config): text},
+                              env=self.adapter.environment(self.layout))
         self.balancer = Node("balancer", container, Endpoint(address, PORT),
                              self._published(container.get_wrapped_container()))
         self._wait_balancer(1)

@@ -194,7 +194,15 @@ class ProcessCluster(ReplicaSetMixin):
         config = self._write_config()
         master = self.balancer.main_pid
         old = wait.child_pids(master)
-        os.kill(master, self.adapter.reload_signal)
+        command = self.adapter.reload_command(config, self.layout)
+        if command:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=30,
+                                  env=self._balancer_env())
+            if done.returncode != 0:
+                raise ClusterError(f"{self.adapter.kind} refused the reload of {config}:\n"
+                                   f"{(done.stdout + done.stderr).strip()[-2000:]}")
+        else:
+            os.kill(master, self.adapter.reload_signal)
         running = lambda: self._check_running(self.balancer)  # noqa: E731
         if self.adapter.forks_workers:
             wait.until(lambda: bool(wait.child_pids(master) - old), START_TIMEOUT,
@@ -213,15 +221,19 @@ class ProcessCluster(ReplicaSetMixin):
         except KeyError:
             raise KeyError(f"no replica {replica!r}; have {sorted(self.replicas)}") from None
 
+    def _balancer_env(self) -> dict[str, str]:
+        assert self.layout
+        return {**os.environ, **self.adapter.environment(self.layout)}
+
     def _spawn(self, name: str, cmd: list[str], endpoint: Endpoint,
-               guard: bool = False) -> Child:
+               guard: bool = False, env: dict[str, str] | None = None) -> Child:
         """Start `cmd` in its own process group, tracked by the reaper. With `guard`, it runs
         under reaper.GUARD, so its forked workers die with the harness too."""
         log = self.workdir / f"{name}.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(reaper.guarded(cmd) if guard else cmd, stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    cwd=self.workdir, start_new_session=True,
+                                    cwd=self.workdir, start_new_session=True, env=env,
                                     preexec_fn=reaper.guard_setup if guard
                                     else reaper.child_setup)
         reaper.track_group(proc.pid)
@@ -290,7 +302,8 @@ class ProcessCluster(ReplicaSetMixin):
         candidate = config.with_suffix(".new")
         candidate.write_text(self.adapter.render(self.topology, self.layout))
         check = subprocess.run(self.adapter.check_command(candidate, self.layout),
-                               capture_output=True, text=True, timeout=30)
+                               capture_output=True, text=True, timeout=30,
+                               env=self._balancer_env())
         if check.returncode != 0:
             raise ClusterError(f"{self.adapter.kind} rejected the rendered config {candidate}:\n"
                                f"{(check.stdout + check.stderr).strip()}")
@@ -301,7 +314,8 @@ class ProcessCluster(ReplicaSetMixin):
         assert self.layout
         config = self._write_config()
         self.balancer = self._spawn("balancer", self.adapter.command(config, self.layout),
-                                    self.layout.balancer, guard=True)
+                                    self.layout.balancer, guard=True,
+                                    env=self._balancer_env())
         self._wait_balancer_ready()
 
     def _wait_balancer_ready(self, generation: int = 1) -> None:
