@@ -24,7 +24,8 @@ from harness.topology import Topology
 from harness.traffic import plans
 from harness.traffic.scripted import Driver
 
-COOKIE_METRICS = ("cookie_reissued", "cookie_set_responses", "cookie_reached_app",
+COOKIE_METRICS = ("cookie_reissued", "cookie_set_responses", "cookie_distinct_values",
+                  "cookie_reached_app",
                   "requests_with_cookie", "cookie_set_private_share", "cookie_set_no_cache",
                   "cookie_names_replica_share", "app_saw_server_prefix")
 FIRST_METRICS = ("first_request_moved", "first_request_moved_share")
@@ -223,8 +224,12 @@ def _forged_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[st
     repinned = sum(1 for r in firsts
                    if any(m.names_replica(v, rid) for v in m.set_cookies_named(r, name)
                           for rid in t.replica_ids))
+    # Replaced at all (by any other value: Caddy's cookie is an HMAC naming no replica id).
+    replaced = sum(1 for r in firsts
+                   if any(v != r.cookies_sent.get(name) for v in m.set_cookies_named(r, name)))
     return {**m.cookie_metrics(records, name, t.replica_ids),
-            "forged_repinned_share": repinned / len(firsts) if firsts else 0.0}
+            "forged_repinned_share": repinned / len(firsts) if firsts else 0.0,
+            "forged_replaced_share": replaced / len(firsts) if firsts else 0.0}
 
 
 def _remap_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[str, float]:
@@ -277,7 +282,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("forged-cookie",
              "sessions whose first request carries an affinity cookie naming no replica",
              {**_BASE, "requests": 6, "forge": "forged-by-client"},
-             SUMMARY_METRICS + COOKIE_METRICS + ("forged_repinned_share",), _sessions(),
+             SUMMARY_METRICS + COOKIE_METRICS + ("forged_repinned_share",
+                                                 "forged_replaced_share"), _sessions(),
              extra=_forged_extra),
     Scenario("header-sessions",
              "sessions that carry the topology's affinity header on every request",

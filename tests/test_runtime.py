@@ -1,4 +1,4 @@
-"""The processes runtime against real HAProxy, NGINX and replicas: clusters start, serve,
+"""The processes runtime against real HAProxy, NGINX, Caddy and replicas: clusters start, serve,
 take faults, change membership, and leave nothing behind however they end (normally, by an
 exception, SIGTERM, Ctrl-C, or a SIGKILLed harness)."""
 
@@ -116,7 +116,7 @@ def assert_cleaned_up(host: str, workdir: Path) -> None:
 # ---- lifecycle -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["haproxy", "nginx"])
+@pytest.mark.parametrize("kind", ["haproxy", "nginx", "caddy"])
 def test_cluster_serves_all_replicas_and_leaves_nothing(kind):
     with ProcessCluster(topology(kind)) as cluster:
         host, workdir = cluster.host, cluster.workdir
@@ -320,6 +320,7 @@ def test_signal_stops_cluster_and_cleans_up(cluster_script, signum):
 @pytest.mark.parametrize("kind", [
     "haproxy",
     "nginx",
+    "caddy",
 ])
 def test_sigkilled_harness_takes_its_children_with_it(cluster_script, kind):
     script = cluster_script(kind)

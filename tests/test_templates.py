@@ -1,6 +1,7 @@
 """Config rendering: each mode renders the directives it promises, and the real binaries
-accept every rendered sample (haproxy -c, nginx -t)."""
+accept every rendered sample (haproxy -c, nginx -t, caddy validate)."""
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -119,5 +120,6 @@ def test_real_binary_accepts_rendered_sample(path, tmp_path):
     config = tmp_path / adapter.config_name
     config.write_text(adapter.render(topology, layout))
     result = subprocess.run(adapter.check_command(config, layout), capture_output=True,
-                            text=True, timeout=30)
+                            text=True, timeout=30,
+                            env={**os.environ, **adapter.environment(layout)})
     assert result.returncode == 0, result.stdout + result.stderr

@@ -151,6 +151,9 @@ def cookie_metrics(records: Iterable[RequestRecord], name: str,
         "cookie_reissued": sum(1 for r in with_cookie
                                if r.cookies_sent[name] in set_cookies_named(r, name)),
         "cookie_set_responses": len(setting),
+        # Distinct values the balancer set: as many as replicas when the value stands for
+        # the replica alone (an id, Caddy's HMAC of the upstream), more if it is per session.
+        "cookie_distinct_values": len({v for r in setting for v in set_cookies_named(r, name)}),
         "cookie_reached_app": sum(1 for r in ok if name in r.app_cookies_seen),
         "requests_with_cookie": len(with_cookie),
         "cookie_set_private_share": private / len(setting) if setting else 0.0,

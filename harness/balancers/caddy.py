@@ -3,7 +3,10 @@ random (Caddy's default) and first."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,15 @@ class Caddy(Adapter):
     POLICIES = {"roundrobin": "round_robin", "random": "random", "first": "first",
                 "cookie": "cookie", "ip-hash": "ip_hash", "header-hash": "header",
                 "uri-hash": "uri_hash"}
+
+    def version(self) -> str:
+        # Even `caddy version` creates $HOME/.step (its PKI library's init): give it a
+        # throwaway home.
+        with tempfile.TemporaryDirectory(prefix="stickler-caddy-version-") as home:
+            out = subprocess.run([self.which(), *self.version_args()], capture_output=True,
+                                 text=True, timeout=10, env={**os.environ, "HOME": home})
+        match = re.search(self.version_pattern(), out.stdout + out.stderr)
+        return match.group(1) if match else "unknown"
 
     def version_args(self) -> list[str]:
         return ["version"]
