@@ -37,7 +37,7 @@ HEADER = """\
 # Needs the image: `stickler images build` (tags {repo}:latest).
 # Start: docker-compose up  (or: docker compose up). The balancer answers on
 # http://127.0.0.1:${{STICKLER_PORT:-8080}}/ ; reload it after editing {config}:
-# docker-compose kill -s {signal} balancer
+# {reload}
 """
 
 
@@ -61,6 +61,8 @@ def render(topology: Topology, subnet: str = DEFAULT_SUBNET) -> dict[str, str]:
             "image": IMAGE,
             "init": True,
             "command": in_image(topology.kind, adapter.command(config_path, layout)),
+            **({"environment": adapter.environment(layout)} if adapter.environment(layout)
+               else {}),
             "ports": [f"127.0.0.1:${{STICKLER_PORT:-8080}}:{PORT}"],
             "volumes": [f"./{adapter.config_name}:{config_path}:ro"],
             "depends_on": list(replicas),
@@ -76,9 +78,12 @@ def render(topology: Topology, subnet: str = DEFAULT_SUBNET) -> dict[str, str]:
         }
     doc = {"version": "2.4", "services": services,
            "networks": {"stickler": {"ipam": {"config": [{"subnet": subnet}]}}}}
+    reload_argv = adapter.reload_command(config_path, layout)
+    reload = (f"docker-compose exec balancer {' '.join(in_image(topology.kind, reload_argv))}"
+              if reload_argv else
+              f"docker-compose kill -s {adapter.reload_signal.name.removeprefix('SIG')} balancer")
     header = HEADER.format(source=_source(topology), repo=images.NODE_REPO,
-                           config=adapter.config_name,
-                           signal=adapter.reload_signal.name.removeprefix("SIG"))
+                           config=adapter.config_name, reload=reload)
     text = header + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=100)
     return {"docker-compose.yml": text, adapter.config_name: config}
 

@@ -31,7 +31,6 @@ def render(text: str, workdir: Path) -> str:
     ("roundrobin", "", ["lb_policy round_robin"]),
     ("random", "", ["lb_policy random"]),
     ("first", "", ["lb_policy first"]),
-    ("uri-hash", "", ["lb_policy uri_hash"]),
     ("ip-hash", "", ["lb_policy ip_hash"]),
     ("cookie", "", ["lb_policy cookie lb\n"]),
     ("cookie", "{cookie: srv, secret: s3cret}", ["lb_policy cookie srv s3cret\n"]),

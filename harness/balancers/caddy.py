@@ -1,5 +1,5 @@
-"""Caddy 2.6: reverse_proxy with lb_policy cookie, ip_hash, header, uri_hash, round_robin,
-random (Caddy's default) and first."""
+"""Caddy 2.6: reverse_proxy with lb_policy cookie, ip_hash, header, round_robin, random
+(Caddy's default) and first."""
 
 from __future__ import annotations
 
@@ -48,15 +48,13 @@ class Caddy(Adapter):
         "ip-hash": _mode("lb_policy ip_hash: rendezvous hash of the whole client address"),
         "header-hash": _mode("lb_policy header <field>: rendezvous hash of a request header",
                              {"header": "X-Session-Id"}),
-        "uri-hash": _mode("lb_policy uri_hash: rendezvous hash of the path and query"),
     }
     # Active checks (health_uri, health_interval) when enabled; passive checks when
     # fail_duration_s > 0 (max_fails failures within it mark an upstream down).
     health_check_keys = {"enabled": False, "uri": "/healthz", "interval_ms": 1000,
                          "timeout_ms": 1000, "fail_duration_s": 0, "max_fails": 1}
     POLICIES = {"roundrobin": "round_robin", "random": "random", "first": "first",
-                "cookie": "cookie", "ip-hash": "ip_hash", "header-hash": "header",
-                "uri-hash": "uri_hash"}
+                "cookie": "cookie", "ip-hash": "ip_hash", "header-hash": "header"}
 
     def version(self) -> str:
         # Even `caddy version` creates $HOME/.step (its PKI library's init): give it a

@@ -10,6 +10,7 @@ clients travel as PROXY protocol labels and the balancer is configured to read t
 
 from __future__ import annotations
 
+from harness.balancers import get_adapter
 from harness.runtime.cluster import Cluster
 from harness.runtime.containers import ContainerCluster
 from harness.runtime.processes import ProcessCluster
@@ -28,6 +29,10 @@ def runnable(topology: Topology, runtime: str) -> Topology:
     """The topology as `runtime` can run it: `source` becomes PROXY protocol (v1) where
     source addresses cannot cross; otherwise the same topology."""
     if carries_client_address(runtime, topology):
+        return topology
+    if "proxy-protocol" not in get_adapter(topology.kind).client_ip_transports:
+        # It cannot read PROXY headers (Caddy 2.6): its clients keep `source`, and their
+        # addresses are lost; the checks that need them name the processes runtime.
         return topology
     return Topology(**{**topology.__dict__, "client_ip": "proxy-protocol"})
 
