@@ -10,7 +10,8 @@ from harness.history import RequestRecord
 SUMMARY_METRICS = ("requests", "served", "errors", "unserved", "non_2xx", "groups",
                    "judged_requests", "min_stickiness", "mean_stickiness", "groups_switched",
                    "switches", "state_losses", "groups_with_state_loss", "replicas_used",
-                   "max_replicas_per_group", "max_load_share", "client_ip_mismatches")
+                   "max_replicas_per_group", "max_load_share", "client_ip_mismatches",
+                   "groups_never_served")
 
 
 @dataclass

@@ -24,7 +24,8 @@ from harness.topology import Topology
 from harness.traffic import plans
 from harness.traffic.scripted import Driver
 
-COOKIE_METRICS = ("cookie_reissued", "cookie_set_responses", "cookie_distinct_values",
+COOKIE_METRICS = ("cookie_reissued", "cookie_set_responses", "cookie_set_unserved",
+                  "cookie_distinct_values",
                   "cookie_reached_app",
                   "requests_with_cookie", "cookie_set_private_share", "cookie_set_no_cache",
                   "cookie_names_replica_share", "app_saw_server_prefix")

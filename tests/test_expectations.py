@@ -5,7 +5,7 @@ line; verdicts are pass, fail or unknown as the metrics say."""
 import pytest
 
 from harness.analysis.verdicts import FAIL, PASS, UNKNOWN, judge
-from harness.balancers import ADAPTERS
+from harness.balancers import ADAPTERS, option_default
 from harness.errors import InputError
 from harness.expectations import (
     EXPECTATIONS_DIR,
@@ -32,8 +32,10 @@ def test_every_behaviour_is_cited(kind):
 @pytest.mark.parametrize("kind", sorted(ADAPTERS))
 def test_every_mode_has_expectations(kind):
     app_defaults = {f"app.{k}": v for k, v in AppSettings().__dict__.items()}
+    health = {f"health_check.{k}": option_default(v)
+              for k, v in ADAPTERS[kind].health_check_keys.items()}
     for mode, spec in ADAPTERS[kind].modes.items():
-        options = {**spec.options, **app_defaults}
+        options = {**spec.options, **health, **app_defaults}
         assert expectations_for(kind, mode, options), f"{kind} {mode} has no checks"
 
 

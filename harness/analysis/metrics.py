@@ -77,6 +77,8 @@ def summarize(records: Iterable[RequestRecord], key: str = "session",
         "unserved": sum(1 for r in records if r.error is None and r.replica is None),
         "non_2xx": sum(1 for r in ok if not 200 <= (r.status or 0) < 300),
         "groups": len(seqs),
+        # Groups none of whose requests a replica answered (stranded on a dead server).
+        "groups_never_served": len(group(records, key)) - len(groups),
         "judged_requests": sum(len(s) for s in seqs.values()),
         "min_stickiness": min(stick) if stick else 0.0,
         "mean_stickiness": fmean(stick) if stick else 0.0,
@@ -137,6 +139,7 @@ def names_replica(value: str, replica: str) -> bool:
 def cookie_metrics(records: Iterable[RequestRecord], name: str,
                    replica_ids: Iterable[str] = ()) -> dict[str, float]:
     """How a balancer handles its affinity cookie `name` across the sessions' requests."""
+    records = list(records)
     ok = served(records)
     ids = tuple(replica_ids)
     with_cookie = [r for r in ok if r.cookies_sent.get(name)]
@@ -151,6 +154,10 @@ def cookie_metrics(records: Iterable[RequestRecord], name: str,
         "cookie_reissued": sum(1 for r in with_cookie
                                if r.cookies_sent[name] in set_cookies_named(r, name)),
         "cookie_set_responses": len(setting),
+        # The balancer's own error answers (no replica) that still set the cookie: the
+        # client is pinned to wherever that cookie points.
+        "cookie_set_unserved": sum(1 for r in records if r.error is None and r.replica is None
+                                   and set_cookies_named(r, name)),
         # Distinct values the balancer set: as many as replicas when the value stands for
         # the replica alone (an id, Caddy's HMAC of the upstream), more if it is per session.
         "cookie_distinct_values": len({v for r in setting for v in set_cookies_named(r, name)}),
