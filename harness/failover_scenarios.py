@@ -21,7 +21,7 @@ from typing import Any
 from harness.analysis import failover as fm
 from harness.analysis import metrics as m
 from harness.history import FaultRecord, RequestRecord
-from harness.outcome import SUMMARY_METRICS, Outcome
+from harness.outcome import SUMMARY_METRICS, DrivenScenario, Outcome
 from harness.runtime.cluster import Cluster
 from harness.topology import Topology
 from harness.traffic import plans
@@ -72,12 +72,7 @@ def affinity_cookie(topology: Topology) -> str:
 
 
 @dataclass(frozen=True)
-class FailoverScenario:
-    name: str
-    summary: str
-    params: dict[str, Any]
-    metrics: tuple[str, ...]
-    key: str = "session"
+class FailoverScenario(DrivenScenario):
 
     def run(self, cluster: Cluster, topology: Topology, rng: random.Random,
             params: dict[str, Any], sink: Callable[[Any], None] | None = None,

@@ -18,7 +18,7 @@ from typing import Any
 from harness.analysis import load as lm
 from harness.analysis import metrics as m
 from harness.history import FaultRecord, RequestRecord
-from harness.outcome import SUMMARY_METRICS, Outcome
+from harness.outcome import SUMMARY_METRICS, DrivenScenario, Outcome
 from harness.runtime.cluster import Cluster
 from harness.topology import Topology
 
@@ -34,12 +34,7 @@ FAULT_OPS = ("", "kill", "pause", "add")
 
 
 @dataclass(frozen=True)
-class LoadScenario:
-    name: str
-    summary: str
-    params: dict[str, Any]
-    metrics: tuple[str, ...]
-    key: str = "session"
+class LoadScenario(DrivenScenario):
 
     def run(self, cluster: Cluster, topology: Topology, rng: random.Random,
             params: dict[str, Any], sink: Callable[[RequestRecord], None] | None = None,

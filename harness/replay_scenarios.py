@@ -17,7 +17,7 @@ from typing import Any
 from harness.analysis import metrics as m
 from harness.analysis.replay import broken_sessions, replay_summary
 from harness.history import RequestRecord
-from harness.outcome import SUMMARY_METRICS, Outcome
+from harness.outcome import SUMMARY_METRICS, DrivenScenario, Outcome
 from harness.runtime.cluster import Cluster
 from harness.topology import Topology
 
@@ -35,12 +35,7 @@ def load_trace(name: str) -> tuple:
 
 
 @dataclass(frozen=True)
-class ReplayScenario:
-    name: str
-    summary: str
-    params: dict[str, Any]
-    metrics: tuple[str, ...]
-    key: str = "session"
+class ReplayScenario(DrivenScenario):
 
     def run(self, cluster: Cluster, topology: Topology, rng: random.Random,
             params: dict[str, Any], sink: Callable[[RequestRecord], None] | None = None,

@@ -360,16 +360,17 @@ def test_sigterm_during_conformance_leaves_no_container(tmp_path, docker_client)
 
 def test_load_in_containers_carries_source_clients_as_proxy_protocol(tmp_path) -> None:
     # `stickler load --runtime containers` with a `source` topology: the same clients travel
-    # as PROXY protocol labels, balance source keeps each on one server, the report says so.
+    # as PROXY protocol labels (the app sees each client's planned address), the report says
+    # so. (Stickiness is below 1: the smoke profile has phones that change address.)
     from harness.cli import main
 
     topo = ROOT / "fixtures" / "topologies" / "haproxy-source.yaml"
     code = main(["load", "--runtime", "containers", "--topology", str(topo), "--profile",
                  str(ROOT / "fixtures" / "profiles" / "smoke.yaml"), "--duration", "4",
-                 "--seed", "3", "--fail-on", "min_stickiness<1", "--report-dir",
+                 "--seed", "3", "--fail-on", "client_ip_mismatches>0", "--report-dir",
                  str(tmp_path / "r")])
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert code == 0, report["triggered"]
     assert report["runtime"] == "containers"
     assert report["topology"]["balancer"]["client_ip"] == "proxy-protocol"
-    assert report["metrics"]["requests"] > 20 and report["metrics"]["client_ip_mismatches"] == 0
+    assert report["metrics"]["requests"] > 20 and report["metrics"]["mean_stickiness"] > 0.8

@@ -138,17 +138,20 @@ def test_verdicts():
 
 
 def test_runtimes_without_source_addresses_get_the_proxy_protocol_instead():
-    from harness.runtime import RUNTIMES
-    from harness.suite import CheckLog, ClusterPool, carries_client_address
+    from harness.runtime import RUNTIMES, carries_client_address, runnable
+    from harness.suite import CheckLog, ClusterPool
     from harness.topology import parse_topology
 
     source = parse_topology("balancer: {kind: nginx, mode: ip-hash}\nreplicas: 2\n")
     labelled = parse_topology("balancer: {kind: nginx, mode: ip-hash, client_ip: xff}\n"
                               "replicas: 2\n")
-    assert carries_client_address(RUNTIMES["processes"], source)
+    assert carries_client_address("processes", source)
+    assert runnable(source, "processes") is source
     if "containers" in RUNTIMES:
-        assert not carries_client_address(RUNTIMES["containers"], source)
-        assert carries_client_address(RUNTIMES["containers"], labelled)
+        assert not carries_client_address("containers", source)
+        assert carries_client_address("containers", labelled)
+        assert runnable(source, "containers").client_ip == "proxy-protocol"
+        assert runnable(labelled, "containers") is labelled
     pool = ClusterPool("processes", CheckLog(seed=1, runtime="processes"))
     carried = pool.with_proxy_protocol(source)
     assert carried.client_ip == "proxy-protocol" and carried.name == source.name
