@@ -168,10 +168,13 @@ def run_check(case: Case | tuple[Topology, Expectation], pool: ClusterPool, log:
     runtime = getattr(case, "runtime", None) or pool.runtime
     scenario = SCENARIOS[exp.scenario]
     carried = carries_client_address(runtime, topology)
+    planned = topology
     if not carried:
         # `source` addresses cannot cross this runtime (Docker's port publishing): the same
-        # clients travel as PROXY protocol labels instead, and the balancer is told so.
+        # clients travel as PROXY protocol labels instead, and the balancer is told so; a
+        # balancer that reads no PROXY protocol (Caddy 2.6) keeps `source` and loses them.
         topology = pool.with_proxy_protocol(topology)
+    lost = not carried and topology is planned
     cluster = pool.get(topology, runtime)
     rng = random.Random(f"{log.seed}/{topology.name}/{exp.id}")
     history_dir.mkdir(parents=True, exist_ok=True)
@@ -181,8 +184,14 @@ def run_check(case: Case | tuple[Topology, Expectation], pool: ClusterPool, log:
         outcome = scenario.run(cluster, topology.as_claimed(), rng, exp.params,
                                sink=history.write,
                                check=exp.id)
-    verdict = judge(exp.conditions, outcome.metrics, exp.min_samples, exp.samples)
-    if not carried:
+    verdict = judge(exp.conditions, outcome.metrics, exp.min_samples, exp.samples,
+                    addresses_carried=not lost, key=outcome.key)
+    if lost:
+        outcome.evidence.append(f"client addresses did not reach {topology.kind}: the "
+                                f"{runtime} runtime cannot carry `source` addresses and "
+                                f"{topology.kind} reads no PROXY protocol (checks keyed on "
+                                f"addresses name the processes runtime)")
+    elif not carried:
         outcome.evidence.append(f"client addresses travelled as PROXY protocol v1 labels: the "
                                 f"{runtime} runtime cannot carry `source` addresses")
     log.record(_entry(topology, exp, cluster.runtime, verdict.verdict, verdict.reason,

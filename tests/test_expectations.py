@@ -135,6 +135,14 @@ def test_verdicts():
     assert broken.verdict == UNKNOWN and "transport" in broken.reason
     spoofed = judge(conds, {**good, "client_ip_mismatches": 3}, 100)
     assert spoofed.verdict == UNKNOWN and "another address" in spoofed.reason
+    # A runtime that cannot carry addresses at all (Caddy in containers): mismatches are
+    # expected, session checks are judged, checks grouped by address cannot be.
+    lost = {**good, "client_ip_mismatches": 200}
+    assert judge(conds, lost, 100, addresses_carried=False).verdict == PASS
+    assert judge(conds, {**lost, "min_stickiness": 0.5}, 100,
+                 addresses_carried=False).verdict == FAIL
+    by_address = judge(conds, lost, 100, addresses_carried=False, key="client_ip")
+    assert by_address.verdict == UNKNOWN and "client_ip" in by_address.reason
 
 
 def test_runtimes_without_source_addresses_get_the_proxy_protocol_instead():

@@ -18,9 +18,12 @@ class Verdict:
 
 
 def judge(conditions: tuple[Condition, ...] | list[Condition], metrics: dict[str, float],
-          min_samples: int, samples_metric: str = "judged_requests") -> Verdict:
+          min_samples: int, samples_metric: str = "judged_requests", *,
+          addresses_carried: bool = True, key: str = "session") -> Verdict:
     """`unknown` when the run has too few samples, or errors, to decide either way, or when
-    the balancer saw other client addresses than the harness sent."""
+    the balancer saw other client addresses than the harness sent. `addresses_carried`
+    False: the runtime could not get client addresses to the balancer at all, so address
+    mismatches are expected, and a check grouped by address cannot be judged."""
     samples = int(metrics.get(samples_metric, 0))
     if samples < min_samples:
         return Verdict(UNKNOWN, samples, reason=f"only {samples} samples ({samples_metric}); "
@@ -29,7 +32,10 @@ def judge(conditions: tuple[Condition, ...] | list[Condition], metrics: dict[str
         return Verdict(UNKNOWN, samples, reason=f"{metrics['errors']:g} of "
                        f"{metrics['requests']:g} requests failed at the transport; the run "
                        f"cannot judge affinity")
-    if metrics.get("client_ip_mismatches", 0) > 0:
+    if not addresses_carried and key != "session":
+        return Verdict(UNKNOWN, samples, reason=f"this check groups clients by {key}, and "
+                       f"their addresses could not reach the balancer on this runtime")
+    if addresses_carried and metrics.get("client_ip_mismatches", 0) > 0:
         return Verdict(UNKNOWN, samples, reason=f"the balancer reported "
                        f"{metrics['client_ip_mismatches']:g} requests as coming from another "
                        f"address than the harness sent them from; address checks are void")

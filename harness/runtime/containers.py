@@ -208,9 +208,8 @@ class ContainerCluster(ReplicaSetMixin):
         assert self.balancer
         kind = self.adapter.kind
         out = {"image": str(self.image)}
-        cmd = {"haproxy": ["haproxy", "-v"], "nginx": ["nginx", "-v"],
-               "reference": ["python3", "-V"]}[kind]
-        code, text = self.balancer.docker.exec_run(cmd)
+        cmd = [BINARIES[kind], *(["-V"] if kind == "reference" else self.adapter.version_args())]
+        code, text = self.balancer.docker.exec_run(cmd, environment={"HOME": "/tmp"})
         match = re.search(self.adapter.version_pattern(), text.decode(errors="replace"))
         out[kind] = match.group(1) if match and kind != "reference" else self.adapter.version()
         code, text = self.balancer.docker.exec_run(["python3", "-V"])
