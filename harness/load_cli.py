@@ -16,7 +16,8 @@ SUMMARY_KEYS = ("total_requests", "requests", "errors", "min_stickiness", "mean_
                 "state_losses", "load_cv", "busiest_replica_share", "max_users_per_ip",
                 "affected_sessions", "affected_state_loss_share", "repin_p50_s",
                 "new_replica_request_share_after", "locust_rps")
-FAULT = re.compile(r"^(kill|pause|resume|restart|add|remove)(?::([a-z0-9-]+))?@([0-9.]+)s?$")
+FAULT = re.compile(r"^(kill|pause|resume|restart|add|remove|drain|undrain|disconnect|reconnect)"
+                   r"(?::([a-z0-9-]+))?@([0-9.]+)s?$")
 
 
 def parse_fault(text: str):
@@ -89,10 +90,17 @@ def cmd_load(args: argparse.Namespace) -> int:
         raise InputError("expected a positive number of seconds", key="--duration")
     if args.processes < 1:
         raise InputError("expected at least 1", key="--processes")
+    adapter = get_adapter(topology.kind)
     for step in faults:
         if step.target and step.target not in topology.replica_ids:
             raise InputError(f"no replica {step.target!r} in {topology.name}; it has "
                              f"{', '.join(topology.replica_ids)}", key="--fault")
+        if step.op in ("disconnect", "reconnect") and args.runtime != "containers":
+            raise InputError(f"{step.op} cuts a replica off the network: it needs "
+                             f"--runtime containers", key="--fault")
+        if step.op in ("drain", "undrain") and adapter.no_drain:
+            raise InputError(f"{topology.kind} cannot drain: {adapter.no_drain}",
+                             key="--fault")
     if args.runtime == "processes":
         get_adapter(topology.kind).which()  # the balancer's binary, before anything starts
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)

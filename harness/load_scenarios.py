@@ -105,6 +105,10 @@ def _restore(cluster: Cluster, original: list[str]) -> None:
             cluster.restart(rid)
         elif getattr(cluster, "replicas", {}).get(rid) and cluster.replicas[rid].paused:
             cluster.resume(rid)
+        if not getattr(getattr(cluster, "replicas", {}).get(rid), "connected", True):
+            cluster.reconnect(rid)
+        if rid in getattr(getattr(cluster, "layout", None), "draining", ()):
+            cluster.undrain(rid)
 
 
 _BASE = {"profile": "smoke", "duration": 12, "processes": 1, "fault": "", "fault_at": 5.0,

@@ -361,16 +361,20 @@ def test_sigterm_during_conformance_leaves_no_container(tmp_path, docker_client)
 def test_load_in_containers_carries_source_clients_as_proxy_protocol(tmp_path) -> None:
     # `stickler load --runtime containers` with a `source` topology: the same clients travel
     # as PROXY protocol labels (the app sees each client's planned address), the report says
-    # so. (Stickiness is below 1: the smoke profile has phones that change address.)
+    # so; a host-gone fault can be scheduled. (Stickiness is below 1: the smoke profile has
+    # phones that change address.)
     from harness.cli import main
 
     topo = ROOT / "fixtures" / "topologies" / "haproxy-source.yaml"
     code = main(["load", "--runtime", "containers", "--topology", str(topo), "--profile",
                  str(ROOT / "fixtures" / "profiles" / "smoke.yaml"), "--duration", "4",
                  "--seed", "3", "--fail-on", "client_ip_mismatches>0", "--report-dir",
-                 str(tmp_path / "r")])
+                 str(tmp_path / "r"), "--fault", "disconnect:r1@1", "--fault", "reconnect:r1@2"])
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert code == 0, report["triggered"]
     assert report["runtime"] == "containers"
     assert report["topology"]["balancer"]["client_ip"] == "proxy-protocol"
     assert report["metrics"]["requests"] > 20 and report["metrics"]["mean_stickiness"] > 0.8
+    records = [json.loads(line) for line in (tmp_path / "r" / "history.jsonl").open()]
+    faults = [r for r in records if r["type"] == "fault"]
+    assert [(f["op"], f["target"]) for f in faults] == [("disconnect", "r1"), ("reconnect", "r1")]

@@ -27,6 +27,8 @@ def test_fault_syntax():
     step = parse_fault("kill:r1@20")
     assert (step.at, step.op, step.target) == (20.0, "kill", "r1")
     assert parse_fault("add@3.5s").target is None
+    assert parse_fault("disconnect:r2@4").op == "disconnect"
+    assert parse_fault("drain:r1@2").op == "drain"
     for bad in ("kill@20", "explode:r1@3", "kill:r1", "pause:r1@soon"):
         with pytest.raises(InputError):
             parse_fault(bad)
@@ -37,6 +39,7 @@ def test_fault_syntax():
     (["--fail-on", "min_stickiness is low"], ["--fail-on", "<metric> <op> <number>"]),
     (["--fault", "kill:r9@3"], ["--fault", "no replica 'r9'"]),
     (["--duration", "0"], ["--duration"]),
+    (["--fault", "disconnect:r1@3"], ["--fault", "--runtime containers"]),
 ])
 def test_bad_input_exits_2_before_starting(tmp_path, args, words):
     report = tmp_path / "r"

@@ -32,7 +32,8 @@ from harness.traffic.profile import Profile, population
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 ROOT = Path(__file__).resolve().parents[2]
 OPS = {"kill": "kill", "pause": "pause", "resume": "resume", "restart": "restart",
-       "add": "add_replica", "remove": "remove_replica"}
+       "add": "add_replica", "remove": "remove_replica", "drain": "drain",
+       "undrain": "undrain", "disconnect": "disconnect", "reconnect": "reconnect"}
 START_GRACE = 60.0  # s Locust may take beyond `duration` to start and finish
 STOP_GRACE = 5.0  # s between SIGTERM and SIGKILL
 FAILURES_EXIT = 1  # Locust's exit code when some requests failed: a result, not an error
