@@ -109,9 +109,9 @@ class Adapter:
             )
         return path
 
-    def version(self) -> str:
+    def version(self, env: dict[str, str] | None = None) -> str:
         out = subprocess.run([self.which(), *self.version_args()], capture_output=True,
-                             text=True, timeout=10)
+                             text=True, timeout=10, env=env)
         match = re.search(self.version_pattern(), out.stdout + out.stderr)
         return match.group(1) if match else "unknown"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -56,14 +55,11 @@ class Caddy(Adapter):
     POLICIES = {"roundrobin": "round_robin", "random": "random", "first": "first",
                 "cookie": "cookie", "ip-hash": "ip_hash", "header-hash": "header"}
 
-    def version(self) -> str:
+    def version(self, env: dict[str, str] | None = None) -> str:
         # Even `caddy version` creates $HOME/.step (its PKI library's init): give it a
         # throwaway home.
         with tempfile.TemporaryDirectory(prefix="stickler-caddy-version-") as home:
-            out = subprocess.run([self.which(), *self.version_args()], capture_output=True,
-                                 text=True, timeout=10, env={**os.environ, "HOME": home})
-        match = re.search(self.version_pattern(), out.stdout + out.stderr)
-        return match.group(1) if match else "unknown"
+            return super().version({**(env or os.environ), "HOME": home})
 
     def version_args(self) -> list[str]:
         return ["version"]
