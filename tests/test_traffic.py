@@ -57,6 +57,41 @@ def test_loopback_guard():
         ensure_loopback("192.0.2.1")
 
 
+class _KernelOffering:
+    """Stands in for socket.socket: bind(port 0) gets the next port from a fixed list."""
+
+    def __init__(self, ports):
+        self.ports = iter(ports)
+
+    def __call__(self, *args):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def bind(self, address):
+        self.port = next(self.ports)
+
+    def getsockname(self):
+        return ("127.200.0.1", self.port)
+
+
+def test_free_port_skips_ports_already_handed_out(monkeypatch):
+    # The kernel may offer a released port again; a cluster once gave its balancer's port
+    # to a replica, and the balancer failed with EADDRINUSE (CI, stop 10).
+    from harness.runtime import net
+
+    monkeypatch.setattr(net.socket, "socket", _KernelOffering([5000, 5000, 5001]))
+    assert net.free_port("127.200.0.1") == 5000
+    assert net.free_port("127.200.0.1", taken={5000}) == 5001
+    monkeypatch.setattr(net.socket, "socket", _KernelOffering([5000] * 100))
+    with pytest.raises(OSError, match="no free port on 127.200.0.1"):
+        net.free_port("127.200.0.1", taken={5000})
+
+
 def test_set_cookie_parsing_and_jar():
     assert parse_set_cookie("SRVID=r1; path=/; HttpOnly") == ("SRVID", "r1",
                                                               {"path": "/", "httponly": ""})

@@ -48,7 +48,16 @@ def cluster_address(rng: random.Random | None = None) -> str:
     raise OSError("no usable loopback address found")
 
 
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((ensure_loopback(host), 0))
-        return s.getsockname()[1]
+def free_port(host: str, taken: set[int] | frozenset[int] = frozenset()) -> int:
+    """A port nobody listens on now and that is not in `taken`.
+
+    The port is released before it is returned, so a caller that hands out several ports
+    before their owners bind them must pass the ones already handed out: the kernel may
+    otherwise offer the same port twice, and the later owner fails with EADDRINUSE."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((ensure_loopback(host), 0))
+            port = s.getsockname()[1]
+        if port not in taken:
+            return port
+    raise OSError(f"no free port on {host} outside the {len(taken)} already handed out")

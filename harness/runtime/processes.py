@@ -61,6 +61,7 @@ class ProcessCluster(ReplicaSetMixin):
         self.replicas: dict[str, Child] = {}
         self.balancer: Child | None = None
         self._next_index = len(topology.replicas) + 1
+        self._ports: set[int] = set()
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -82,7 +83,7 @@ class ProcessCluster(ReplicaSetMixin):
         reaper.claim_dir(self.workdir)
         (self.workdir / "nginx-tmp").mkdir()
         self.host = net.cluster_address()
-        balancer = Endpoint(self.host, net.free_port(self.host))
+        balancer = Endpoint(self.host, self._new_port())
         self.layout = Layout(balancer, {}, self.workdir)
         for replica in self.topology.replicas:
             self._start_replica(replica.id)
@@ -259,6 +260,14 @@ class ProcessCluster(ReplicaSetMixin):
             child.proc.wait(timeout=5)
         reaper.untrack_group(child.proc.pid)
 
+    def _new_port(self) -> int:
+        """A port on the cluster's address never handed out before in this cluster: the
+        balancer's is chosen before the replicas start, and a killed replica keeps its port
+        for its restart."""
+        port = net.free_port(self.host, taken=self._ports)
+        self._ports.add(port)
+        return port
+
     def _check_running(self, child: Child | None) -> None:
         if child and child.proc.poll() is not None:
             tail = child.log.read_text(errors="replace")[-2000:] if child.log.exists() else ""
@@ -267,7 +276,7 @@ class ProcessCluster(ReplicaSetMixin):
 
     def _start_replica(self, rid: str, port: int | None = None) -> None:
         assert self.layout
-        endpoint = Endpoint(self.host, port or net.free_port(self.host))
+        endpoint = Endpoint(self.host, port or self._new_port())
         region = next((r.region for r in self.topology.replicas if r.id == rid), None)
         cmd = [sys.executable, "-m", "harness.app", "--id", rid, "--host", endpoint.host,
                "--port", str(endpoint.port), "--session-cookie",
