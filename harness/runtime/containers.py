@@ -49,7 +49,7 @@ from harness.errors import ClusterError
 from harness.history import FaultRecord
 from harness.runtime import docker_env, images, net, reaper, wait
 from harness.runtime.replica_set import ReplicaSetMixin
-from harness.topology import Replica, Topology
+from harness.topology import Topology
 
 START_TIMEOUT = 30.0
 OLD_WORKER_GRACE = 5.0
@@ -157,18 +157,6 @@ class ContainerCluster(ReplicaSetMixin):
 
     # ---- lifecycle -------------------------------------------------------------------
 
-    def __enter__(self) -> ContainerCluster:
-        reaper.install()
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def start(self) -> None:
         self.client = docker_env.client()
         reaper.track_cleanup(f"containers:{self.run_id}", self.stop)
@@ -197,10 +185,6 @@ class ContainerCluster(ReplicaSetMixin):
     def url(self) -> str:
         assert self.balancer, "cluster not started"
         return f"http://{self.balancer.published.address}"
-
-    @property
-    def replica_ids(self) -> list[str]:
-        return [r.id for r in self.topology.replicas]
 
     def versions(self) -> dict[str, str]:
         import re
@@ -278,31 +262,6 @@ class ContainerCluster(ReplicaSetMixin):
         node.connected = True
         self._event("reconnect", replica)
 
-    def add_replica(self, replica: str | None = None) -> str:
-        rid = replica or self._fresh_id()
-        if rid in self.replicas:
-            raise ValueError(f"replica {rid!r} exists already")
-        self._start_replica(rid)
-        self.topology = self.topology.with_replicas((*self.topology.replicas, Replica(rid)))
-        self.reload()
-        self._event("add", rid)
-        return rid
-
-    def remove_replica(self, replica: str) -> None:
-        node = self._replica(replica)
-        self.topology = self.topology.with_replicas(
-            tuple(r for r in self.topology.replicas if r.id != replica))
-        self.reload()
-        for part in (node.docker, node.holder):
-            if part is not None:
-                with contextlib.suppress(Exception):
-                    part.remove(force=True, v=True)
-        del self.replicas[replica]
-        assert self.layout
-        self.layout.replicas.pop(replica, None)
-        self.layout.draining.discard(replica)
-        self._event("remove", replica)
-
     def reload(self) -> None:
         """Re-render, check and install the config, signal the balancer, and return once new
         connections are served by the new config (its generation header)."""
@@ -333,11 +292,11 @@ class ContainerCluster(ReplicaSetMixin):
 
     # ---- internals -------------------------------------------------------------------
 
-    def _replica(self, replica: str) -> Node:
-        try:
-            return self.replicas[replica]
-        except KeyError:
-            raise KeyError(f"no replica {replica!r}; have {sorted(self.replicas)}") from None
+    def _discard(self, node: Node) -> None:
+        for part in (node.docker, node.holder):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    part.remove(force=True, v=True)
 
     def _status(self, node: Node) -> str:
         node.docker.reload()

@@ -26,7 +26,7 @@ from harness.errors import ClusterError
 from harness.history import FaultRecord
 from harness.runtime import net, reaper, wait
 from harness.runtime.replica_set import ReplicaSetMixin
-from harness.topology import Replica, Topology
+from harness.topology import Topology
 
 START_TIMEOUT = 15.0
 OLD_WORKER_GRACE = 5.0
@@ -65,18 +65,6 @@ class ProcessCluster(ReplicaSetMixin):
 
     # ---- lifecycle -------------------------------------------------------------------
 
-    def __enter__(self) -> ProcessCluster:
-        reaper.install()
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def start(self) -> None:
         self.adapter.which()  # fail early, naming the package, if the binary is missing
         self.workdir = Path(tempfile.mkdtemp(prefix=f"stickler-{self.topology.name}-"))
@@ -109,10 +97,6 @@ class ProcessCluster(ReplicaSetMixin):
     def url(self) -> str:
         assert self.layout, "cluster not started"
         return f"http://{self.layout.balancer.address}"
-
-    @property
-    def replica_ids(self) -> list[str]:
-        return [r.id for r in self.topology.replicas]
 
     def versions(self) -> dict[str, str]:
         return {self.adapter.kind: self.adapter.version(),
@@ -160,28 +144,6 @@ class ProcessCluster(ReplicaSetMixin):
         self._start_replica(replica, port=self.replicas[replica].endpoint.port)
         self._event("restart", replica)
 
-    def add_replica(self, replica: str | None = None) -> str:
-        rid = replica or self._fresh_id()
-        if rid in self.replicas:
-            raise ValueError(f"replica {rid!r} exists already")
-        self._start_replica(rid)
-        self.topology = self.topology.with_replicas((*self.topology.replicas, Replica(rid)))
-        self.reload()
-        self._event("add", rid)
-        return rid
-
-    def remove_replica(self, replica: str) -> None:
-        child = self._replica(replica)
-        self.topology = self.topology.with_replicas(
-            tuple(r for r in self.topology.replicas if r.id != replica))
-        self.reload()
-        self._kill(child)
-        del self.replicas[replica]
-        assert self.layout
-        self.layout.replicas.pop(replica, None)
-        self.layout.draining.discard(replica)
-        self._event("remove", replica)
-
     def reload(self) -> None:
         """Re-render the config and reload the balancer gracefully.
 
@@ -216,12 +178,6 @@ class ProcessCluster(ReplicaSetMixin):
 
     # ---- internals -------------------------------------------------------------------
 
-    def _replica(self, replica: str) -> Child:
-        try:
-            return self.replicas[replica]
-        except KeyError:
-            raise KeyError(f"no replica {replica!r}; have {sorted(self.replicas)}") from None
-
     def _balancer_env(self) -> dict[str, str]:
         assert self.layout
         return {**os.environ, **self.adapter.environment(self.layout)}
@@ -244,6 +200,9 @@ class ProcessCluster(ReplicaSetMixin):
                        START_TIMEOUT, f"{name} to start under its guard")
             child.main_pid = min(wait.child_pids(proc.pid), default=proc.pid)
         return child
+
+    def _discard(self, child: Child) -> None:
+        self._kill(child)
 
     def _kill(self, child: Child, grace: float = 0.0) -> None:
         """Stop a child and everything in its process group; SIGKILL after `grace` s."""

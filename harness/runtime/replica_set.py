@@ -1,15 +1,58 @@
-"""What every runtime's Cluster does the same way: fault records, fresh replica ids, and
-draining (a config change plus a graceful reload). A runtime mixes this in and provides
-`replicas`, `layout`, `adapter`, `on_event`, `clock`, `t0`, `_next_index`, `_replica(id)`
-(raising for an unknown replica) and `reload()`."""
+"""What every runtime's Cluster does the same way: the context-manager lifecycle, fault
+records, fresh replica ids, adding and removing replicas and draining them (each a config
+change plus a graceful reload). A runtime mixes this in and provides `topology`,
+`replicas`, `layout`, `adapter`, `on_event`, `clock`, `t0`, `_next_index`, `start()`,
+`stop()`, `reload()`, `_start_replica(id)` and `_discard(part)`, which stops and removes
+one replica's parts."""
 
 from __future__ import annotations
 
 from harness.errors import ClusterError
 from harness.history import FaultRecord
+from harness.runtime import reaper
+from harness.topology import Replica
 
 
 class ReplicaSetMixin:
+    def __enter__(self):
+        reaper.install()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def replica_ids(self) -> list[str]:
+        return [r.id for r in self.topology.replicas]
+
+    def add_replica(self, replica: str | None = None) -> str:
+        rid = replica or self._fresh_id()
+        if rid in self.replicas:
+            raise ValueError(f"replica {rid!r} exists already")
+        self._start_replica(rid)
+        self.topology = self.topology.with_replicas((*self.topology.replicas, Replica(rid)))
+        self.reload()
+        self._event("add", rid)
+        return rid
+
+    def remove_replica(self, replica: str) -> None:
+        """Take it out of the config first (a graceful reload), then stop it."""
+        part = self._replica(replica)
+        self.topology = self.topology.with_replicas(
+            tuple(r for r in self.topology.replicas if r.id != replica))
+        self.reload()
+        self._discard(part)
+        del self.replicas[replica]
+        assert self.layout
+        self.layout.replicas.pop(replica, None)
+        self.layout.draining.discard(replica)
+        self._event("remove", replica)
+
     def drain(self, replica: str) -> None:
         """Stop sending new sessions to `replica`; sessions pinned to it stay (a reload)."""
         self._replica(replica)
@@ -28,6 +71,12 @@ class ReplicaSetMixin:
             self.layout.draining.discard(replica)
             self.reload()
             self._event("undrain", replica)
+
+    def _replica(self, replica: str):
+        try:
+            return self.replicas[replica]
+        except KeyError:
+            raise KeyError(f"no replica {replica!r}; have {sorted(self.replicas)}") from None
 
     def _fresh_id(self) -> str:
         while f"r{self._next_index}" in self.replicas:
