@@ -100,6 +100,18 @@ def test_repinned_with_a_new_cookie_and_lost_state():
     assert failover_metrics(records, WINDOW)["new_cookie_share"] == 0  # no cookie named
 
 
+@pytest.mark.parametrize("set_value, new", [("9f2c", 1), ("41ab", 0), (None, 0)])
+def test_an_opaque_affinity_cookie_is_new_when_its_value_changes(set_value, new):
+    # Caddy's cookie is an HMAC of the upstream's address: it names no replica, so a new
+    # cookie is one whose value differs from what the session held at the fault.
+    records = session("a", ["r1"] * 3, [502, "r2", "r2"], ["r2"])
+    for r in records[3:6]:
+        r.cookies_sent = {"lb": "41ab"}
+    if set_value:
+        records[4].set_cookies = [f"lb={set_value}; Path=/"]
+    assert failover_metrics(records, WINDOW, cookie="lb")["new_cookie_share"] == new
+
+
 def test_failures_by_kind_method_and_duration():
     records = session("a", ["r1"], [504, "error", 502, "r2", "r2"], [])
     records[1].method, records[1].duration = "POST", 5.0

@@ -73,6 +73,15 @@ def stable_start(rs: list[RequestRecord], target: str) -> int | None:
     return i if len(rs) - i >= min(STABLE_RUN, len(rs)) else None
 
 
+def replaced_cookie(rs: list[RequestRecord], cookie: str, new: str) -> bool:
+    """Did the balancer hand the session a new affinity cookie? One that names the `new`
+    replica (HAProxy, the reference proxy), or, where values are opaque (Caddy's HMAC of
+    the upstream's address), any value other than the one the session held at the fault."""
+    held = rs[0].cookies_sent.get(cookie) if rs else None
+    return any(names_replica(v, new) or (held is not None and v != held)
+               for r in rs for v in set_cookies_named(r, cookie))
+
+
 def failover_metrics(records: Iterable[RequestRecord], window: FaultWindow,
                      cookie: str = "") -> dict[str, float]:
     """What the fault did to the sessions pinned to `window.target` (affected) and to the
@@ -93,9 +102,7 @@ def failover_metrics(records: Iterable[RequestRecord], window: FaultWindow,
             continue
         repin_requests.append(start)
         repin_s.append(rs[start].t + rs[start].duration - window.fault_t)
-        new = rs[start].replica or ""
-        new_cookie += bool(cookie) and any(names_replica(v, new) for r in rs
-                                           for v in set_cookies_named(r, cookie))
+        new_cookie += bool(cookie) and replaced_cookie(rs, cookie, rs[start].replica or "")
     returned, return_s = 0, []
     for s in affected:
         rs = back.get(s, [])
