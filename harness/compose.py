@@ -18,15 +18,16 @@ from typing import Any
 import yaml
 
 from harness.balancers import Endpoint, Layout
-from harness.runtime import images
+from harness.runtime import images, store
+from harness.runtime.commands import replica_command
 from harness.runtime.containers import (
     BALANCER_OFFSET,
     PORT,
     REPLICA_OFFSET,
+    STORE_OFFSET,
     WORKDIR,
     container_adapter,
     in_image,
-    replica_command,
 )
 from harness.topology import Topology
 
@@ -69,11 +70,22 @@ def render(topology: Topology, subnet: str = DEFAULT_SUBNET) -> dict[str, str]:
             "networks": {"stickler": {"ipv4_address": balancer_ip}},
         },
     }
+    store_url = None
+    if topology.app.session_store == "redis":
+        store_ip = str(net.network_address + STORE_OFFSET)
+        store_url = store.url(store_ip, store.PORT)
+        services[store.NAME] = {
+            "image": IMAGE,
+            "init": True,
+            "command": store.redis_command("0.0.0.0", store.PORT, "/tmp", binary="redis-server"),
+            "networks": {"stickler": {"ipv4_address": store_ip}},
+        }
     for rid, ep in replicas.items():
         services[rid] = {
             "image": IMAGE,
             "init": True,
-            "command": replica_command(topology, rid),
+            "command": replica_command(topology, rid, store_url=store_url),
+            **({"depends_on": [store.NAME]} if store_url else {}),
             "networks": {"stickler": {"ipv4_address": ep.host}},
         }
     doc = {"version": "2.4", "services": services,

@@ -89,6 +89,11 @@ class Expectation:
         def same(have: Any, want: Any) -> bool:  # a list in YAML, a tuple in a topology
             return have == (tuple(want) if isinstance(want, list) else want)
 
+        # An expectation is about the in-memory app unless it names another session store:
+        # a shared store changes what a switch of replica costs.
+        store = "app.session_store"
+        if options.get(store, "memory") != self.when.get(store, "memory"):
+            return False
         return mode in self.modes and all(same(options.get(k), v) for k, v in self.when.items())
 
     def runs_on(self, runtime: str) -> bool:

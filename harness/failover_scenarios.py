@@ -23,6 +23,7 @@ from harness.analysis import metrics as m
 from harness.history import FaultRecord, RequestRecord
 from harness.outcome import SUMMARY_METRICS, DrivenScenario, Outcome
 from harness.runtime.cluster import Cluster
+from harness.runtime.store import NAME as STORE
 from harness.topology import Topology
 from harness.traffic import plans
 from harness.traffic.identity import client_address
@@ -34,6 +35,9 @@ from harness.traffic.scripted import Driver, SessionCarry
 FAULTS = {"kill": "restart", "pause": "resume", "disconnect": "reconnect"}
 RECOVERIES = ("", "restart", "resume", "reconnect")
 FIRSTS = ("any", "GET", "POST")
+# pinned: the replica most sessions are pinned to; store: the shared session store
+# (app.session_store: redis), on which every session depends.
+TARGETS = ("pinned", STORE)
 # Modes in which the balancer itself sets an affinity cookie naming the replica.
 COOKIE_MODES = ("cookie-insert", "cookie-prefix", "cookie-rewrite", "cookie")
 
@@ -81,6 +85,8 @@ class FailoverScenario(DrivenScenario):
         if p["fault"] not in FAULTS or p["recover"] not in RECOVERIES:
             raise ValueError(f"fault must be one of {', '.join(FAULTS)} and recover one of "
                              f"{', '.join(RECOVERIES)}; got {p['fault']!r}, {p['recover']!r}")
+        if p["target"] not in TARGETS:
+            raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {p['target']!r}")
         recover = p["recover"] or FAULTS[p["fault"]]
         phases = phase_plans(rng, p)
         t0 = time.monotonic()
@@ -104,7 +110,9 @@ class FailoverScenario(DrivenScenario):
                 sink(record)
             return record.t
 
-        target = fm.choose_target(fm.pinned(drive(fm.BEFORE)))
+        pins = fm.pinned(drive(fm.BEFORE))
+        shared = p["target"] == STORE
+        target = STORE if shared else fm.choose_target(pins)
         began = now()
         getattr(cluster, p["fault"])(target)
         pending = True  # the cluster must be put back, whatever happens next
@@ -120,7 +128,7 @@ class FailoverScenario(DrivenScenario):
         finally:
             if pending:
                 getattr(cluster, recover)(target)
-        window = fm.FaultWindow(target, fault_t, recover_t)
+        window = fm.FaultWindow(target, fault_t, recover_t, shared=shared)
         values = m.summarize(records, self.key)
         values.update(fm.failover_metrics(records, window, affinity_cookie(topology)))
         evidence = [f"{p['fault']} {target} at {fault_t:.2f} s, {recover} at {recover_t:.2f} s; "
@@ -131,7 +139,7 @@ class FailoverScenario(DrivenScenario):
 
 _BASE = {"sessions": 9, "before": 3, "during": 8, "back": 5, "interval_s": 0.25,
          "fault": "kill", "recover": "", "settle_s": 1.0, "first_during": "any",
-         "connection": "new", "client_timeout_s": 10.0}
+         "connection": "new", "client_timeout_s": 10.0, "target": "pinned"}
 
 FAILOVER_SCENARIOS = (
     FailoverScenario(
@@ -139,6 +147,7 @@ FAILOVER_SCENARIOS = (
         "9 sessions pinned, then the replica most of them are on is killed (or paused, "
         "`fault: pause`, or cut off the network, `fault: disconnect`) while they keep "
         "sending; then restarted (resumed, reconnected) and, after "
-        "`settle_s`, the sessions send again",
+        "`settle_s`, the sessions send again; `target: store` hits the shared session store "
+        "instead, which every session depends on",
         dict(_BASE), SUMMARY_METRICS + fm.FAILOVER_METRICS),
 )

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from harness.errors import InputError
+from harness.runtime.store import NAME as STORE
 
 SUMMARY_KEYS = ("total_requests", "requests", "errors", "min_stickiness", "mean_stickiness",
                 "state_losses", "load_cv", "busiest_replica_share", "max_users_per_ip",
@@ -92,9 +93,14 @@ def cmd_load(args: argparse.Namespace) -> int:
         raise InputError("expected at least 1", key="--processes")
     adapter = get_adapter(topology.kind)
     for step in faults:
-        if step.target and step.target not in topology.replica_ids:
+        targets = [*topology.replica_ids,
+                   *([STORE] if topology.app.session_store != "memory" else [])]
+        if step.target and step.target not in targets:
             raise InputError(f"no replica {step.target!r} in {topology.name}; it has "
-                             f"{', '.join(topology.replica_ids)}", key="--fault")
+                             f"{', '.join(targets)}", key="--fault")
+        if step.target == STORE and step.op in ("drain", "undrain"):
+            raise InputError(f"{step.op} applies to replicas, not the session store",
+                             key="--fault")
         if step.op in ("disconnect", "reconnect") and args.runtime != "containers":
             raise InputError(f"{step.op} cuts a replica off the network: it needs "
                              f"--runtime containers", key="--fault")

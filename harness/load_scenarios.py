@@ -20,6 +20,7 @@ from harness.analysis import metrics as m
 from harness.history import FaultRecord, RequestRecord
 from harness.outcome import SUMMARY_METRICS, DrivenScenario, Outcome
 from harness.runtime.cluster import Cluster
+from harness.runtime.store import NAME as STORE
 from harness.topology import Topology
 
 PROFILES = Path(__file__).resolve().parents[1] / "fixtures" / "profiles"
@@ -100,12 +101,14 @@ def _restore(cluster: Cluster, original: list[str]) -> None:
     for rid in list(cluster.replica_ids):
         if rid not in original:
             cluster.remove_replica(rid)
-    for rid in original:
+    store = getattr(cluster, "store", None)
+    for rid in original + ([STORE] if store is not None else []):
+        part = store if rid == STORE else getattr(cluster, "replicas", {}).get(rid)
         if hasattr(cluster, "alive") and not cluster.alive(rid):
             cluster.restart(rid)
-        elif getattr(cluster, "replicas", {}).get(rid) and cluster.replicas[rid].paused:
+        elif part is not None and part.paused:
             cluster.resume(rid)
-        if not getattr(getattr(cluster, "replicas", {}).get(rid), "connected", True):
+        if not getattr(part, "connected", True):
             cluster.reconnect(rid)
         if rid in getattr(getattr(cluster, "layout", None), "draining", ()):
             cluster.undrain(rid)

@@ -21,7 +21,8 @@ TOP_KEYS = ("name", "description", "balancer", "replicas", "app", "expect", "sui
 SUITE_NAME = re.compile(r"^[a-z][a-z_]{0,40}$")
 BALANCER_KEYS = ("kind", "mode", "options", "health_check", "client_ip")
 APP_KEYS = ("session_cookie", "affinity_cookie", "replay_mode", "leader", "replay_cache_ttl",
-            "replay_options")
+            "replay_options", "session_store")
+SESSION_STORES = ("memory", "redis")
 MAX_REPLICAS = 64
 REPLAY_OPTIONS = re.compile(r"^([a-z_]+=[A-Za-z0-9_.,-]+(;[a-z_]+=[A-Za-z0-9_.,-]+)*)?$")
 TOKEN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -44,6 +45,9 @@ class AppSettings:
     leader: str | None = None
     replay_cache_ttl: int = 0  # ask the proxy to cache replays of the request path
     replay_options: str = ""  # appended to fly-replay, e.g. "timeout=500ms;fallback=prefer_self"
+    # Where sessions live: each replica's memory, or one Redis all replicas share
+    # (harness/runtime/store.py).
+    session_store: str = "memory"
 
 
 @dataclass(frozen=True)
@@ -232,6 +236,10 @@ def from_doc(doc: Doc) -> Topology:
     if not isinstance(replay_options, str) or not REPLAY_OPTIONS.match(replay_options):
         raise doc.error("app.replay_options", "expected fly-replay fields like "
                         "'timeout=500ms;fallback=prefer_self'")
+    session_store = app_raw.get("session_store", "memory")
+    if session_store not in SESSION_STORES:
+        raise doc.error("app.session_store", f"expected one of: {', '.join(SESSION_STORES)}; "
+                        f"got {session_store!r}")
     expect = data.get("expect", mode)
     if expect not in adapter.modes:
         raise doc.error("expect", f"unknown mode {expect!r} for {kind}; expected one of: "
@@ -251,7 +259,7 @@ def from_doc(doc: Doc) -> Topology:
         options=MappingProxyType(options),
         health_check=MappingProxyType(health),
         app=AppSettings(session_cookie, affinity_cookie, replay_mode, leader, cache_ttl,
-                        replay_options),
+                        replay_options, session_store),
         expect=expect,
         client_ip=client_ip,
         source=doc.file,

@@ -67,12 +67,13 @@ def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 
 def request_once(host: str, port: int, path: str = "/", method: str = "GET",
-         timeout: float = 5.0) -> tuple[int, str | None, bytes]:
+                 timeout: float = 5.0, headers: dict | None = None
+                 ) -> tuple[int, str | None, bytes]:
     """One request on a fresh connection: (status, X-Replica, body)."""
     assert host.startswith("127."), host
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        conn.request(method, path, headers={"Connection": "close"})
+        conn.request(method, path, headers={"Connection": "close", **(headers or {})})
         resp = conn.getresponse()
         return resp.status, resp.getheader("X-Replica"), resp.read()
     finally:
@@ -86,9 +87,9 @@ def via_balancer(cluster: ProcessCluster, path: str = "/") -> tuple[int, str | N
 
 
 def direct(cluster: ProcessCluster, replica: str, path: str = "/", method: str = "GET",
-           timeout: float = 5.0) -> tuple[int, str | None, bytes]:
+           timeout: float = 5.0, headers: dict | None = None) -> tuple[int, str | None, bytes]:
     ep = cluster.layout.replicas[replica]
-    return request_once(ep.host, ep.port, path, method, timeout)
+    return request_once(ep.host, ep.port, path, method, timeout, headers)
 
 
 def info(cluster: ProcessCluster, replica: str) -> dict:
@@ -184,6 +185,31 @@ def test_faults_kill_pause_resume_restart():
     assert all(e.type == "fault" for e in events)
     times = [e.t for e in events]
     assert times == sorted(times) and times[0] >= 0
+
+
+def test_shared_store_is_a_fault_target_and_dies_with_the_cluster():
+    text = ("name: itest-store\nbalancer: {kind: haproxy, mode: roundrobin}\n"
+            "app: {session_store: redis}\nreplicas: 2\n")
+    events: list = []
+    with ProcessCluster(parse_topology(text), on_event=events.append) as cluster:
+        host, workdir = cluster.host, cluster.workdir
+        assert "redis" in cluster.versions()
+        status, _, body = direct(cluster, "r1", "/cart?item=tea", method="POST")
+        sid = json.loads(body)["session"]
+        # r2 never saw the session, and finds its cart in the shared store.
+        status, _, body = direct(cluster, "r2", "/cart", headers={"Cookie": f"sid={sid}"})
+        assert status == 200 and json.loads(body)["cart"] == ["tea"]
+        cluster.kill("store")
+        assert cluster.alive("store") is False
+        assert direct(cluster, "r2", "/cart", headers={"Cookie": f"sid={sid}"})[0] == 503
+        cluster.restart("store")  # no persistence: an empty store
+        status, _, body = direct(cluster, "r1", "/cart", headers={"Cookie": f"sid={sid}"})
+        assert status == 200 and json.loads(body)["state"] == "lost"
+        assert "Ready to accept connections" in cluster.logs("store")
+        with pytest.raises(KeyError, match=r"have \['r1', 'r2', 'store'\]"):
+            cluster.kill("r9")
+    assert [(e.op, e.target) for e in events] == [("kill", "store"), ("restart", "store")]
+    assert_cleaned_up(host, workdir)
 
 
 def test_add_and_remove_replica():

@@ -68,6 +68,8 @@ def test_as_claimed_uses_the_claimed_modes_options():
     ("balancer: {kind: nginx, mode: ip-hash}\nreplicas:\n  - r1\n  - r1\n", 4, "replicas[1].id",
      ["duplicate"]),
     ("balancer: {kind: nginx, mode: ip-hash}\nreplicas: 0\n", 2, "replicas", ["1 to 64"]),
+    ("balancer: {kind: nginx, mode: ip-hash}\nreplicas: 2\napp:\n  session_store: memcached\n",
+     4, "app.session_store", ["memory, redis", "'memcached'"]),
     ("balancer: {kind: nginx, mode: ip-hash}\n", 1, None, ["missing key 'replicas'"]),
     ("balancer: {kind: nginx, mode: ip-hash}\nreplicas: 2\nexpect: cookie-insert\n", 3,
      "expect", ["ip-hash"]),

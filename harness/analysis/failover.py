@@ -30,9 +30,13 @@ FAILOVER_METRICS = (
 
 @dataclass(frozen=True)
 class FaultWindow:
-    target: str  # the replica that was killed or paused
+    target: str  # the replica that was killed or paused, or the shared session store
     fault_t: float  # when the fault was complete
     recover_t: float  # when the restart or resume was complete
+    shared: bool = False  # the target serves every session (the store): all are affected
+
+    def affects(self, pinned_to: str) -> bool:
+        return self.shared or pinned_to == self.target
 
 
 def phase(records: Iterable[RequestRecord], suffix: str) -> list[RequestRecord]:
@@ -90,8 +94,8 @@ def failover_metrics(records: Iterable[RequestRecord], window: FaultWindow,
     pins = pinned(phase(records, BEFORE))
     during = group(phase(records, DURING))
     back = group(phase(records, BACK))
-    affected = [s for s, rid in pins.items() if rid == window.target]
-    unaffected = [s for s, rid in pins.items() if rid != window.target]
+    affected = [s for s, rid in pins.items() if window.affects(rid)]
+    unaffected = [s for s, rid in pins.items() if not window.affects(rid)]
     hit = [r for s in affected for r in during.get(s, [])]
     failed = [r for r in hit if not ok(r)]
     repin_requests, repin_s, new_cookie = [], [], 0
@@ -154,12 +158,12 @@ def session_paths(records: Iterable[RequestRecord], window: FaultWindow,
     records = list(records)
     pins = pinned(phase(records, BEFORE))
     out = []
-    for s in [s for s, rid in pins.items() if rid == window.target][:limit]:
+    for s in [s for s, rid in pins.items() if window.affects(rid)][:limit]:
         parts = []
         for suffix in (BEFORE, DURING, BACK):
             rs = group(phase(records, suffix)).get(s, [])
             parts.append(" ".join(_answer(r) for r in rs))
-        out.append(f"session {s} (pinned to {window.target}): {' | '.join(parts)}")
+        out.append(f"session {s} (pinned to {pins[s]}): {' | '.join(parts)}")
     return out
 
 

@@ -17,7 +17,7 @@ import signal
 from aiohttp import web
 
 from harness.app.replay import MODES, PIN_COOKIE, replay_target
-from harness.app.sessions import SessionStore
+from harness.app.sessions import SessionStore, StoreUnavailable
 from harness.runtime.net import ensure_cluster_host
 
 AFFINITY_PLACEHOLDER = "app"
@@ -26,8 +26,8 @@ AFFINITY_PLACEHOLDER = "app"
 def make_app(replica_id: str, session_cookie: str = "sid", affinity_cookie: str | None = None,
              region: str | None = None, replay_mode: str = "", peers: tuple[str, ...] = (),
              leader: str | None = None, replay_cache_ttl: int = 0,
-             replay_options: str = "") -> web.Application:
-    store = SessionStore()
+             replay_options: str = "", session_store: str = "memory") -> web.Application:
+    store = make_store(session_store)
     started = {"requests": 0, "replays_issued": 0}
 
     @web.middleware
@@ -70,7 +70,20 @@ def make_app(replica_id: str, session_cookie: str = "sid", affinity_cookie: str 
             resp.headers["fly-replay-cache-ttl-secs"] = str(replay_cache_ttl)
         return resp
 
-    app = web.Application(middlewares=[fly_replay] if replay_mode else [])
+    @web.middleware
+    async def store_errors(request: web.Request, handler):
+        try:
+            return await handler(request)
+        except StoreUnavailable as exc:
+            return web.json_response({"replica": replica_id, "error": str(exc)}, status=503,
+                                     headers={"X-Replica": replica_id})
+
+    app = web.Application(middlewares=[store_errors, *([fly_replay] if replay_mode else [])])
+
+    async def close_store(app: web.Application) -> None:
+        await store.close()
+
+    app.on_cleanup.append(close_store)
 
     def respond(request: web.Request, body: dict, status: int = 200) -> web.Response:
         started["requests"] += 1
@@ -99,10 +112,11 @@ def make_app(replica_id: str, session_cookie: str = "sid", affinity_cookie: str 
         delay = request.query.get("delay_ms")
         if delay and delay.isdigit():
             await asyncio.sleep(min(int(delay), 10_000) / 1000)
-        found = store.lookup(request.cookies.get(session_cookie))
+        found = await store.lookup(request.cookies.get(session_cookie))
         if request.method == "POST":
             item = request.query.get("item") or (await request.text()).strip() or "item"
             found.cart.append(item[:64])
+            await store.save(found)
         resp = respond(request, {"session": found.session, "state": found.state,
                                  "cart": list(found.cart)})
         if request.method == "GET" and request.query.get("cacheable"):
@@ -116,9 +130,10 @@ def make_app(replica_id: str, session_cookie: str = "sid", affinity_cookie: str 
 
     async def checkout(request: web.Request) -> web.Response:
         """Place the order: the cart empties. An order from a lost session is an empty one."""
-        found = store.lookup(request.cookies.get(session_cookie))
+        found = await store.lookup(request.cookies.get(session_cookie))
         ordered = list(found.cart)
         found.cart.clear()
+        await store.save(found)
         resp = respond(request, {"session": found.session, "state": found.state, "cart": [],
                                  "ordered": ordered})
         if found.state == "new":
@@ -129,13 +144,13 @@ def make_app(replica_id: str, session_cookie: str = "sid", affinity_cookie: str 
         return web.Response(text="ok\n", headers={"X-Replica": replica_id})
 
     async def info(request: web.Request) -> web.Response:
-        return respond(request, {"sessions": len(store.carts), "requests": started["requests"],
+        return respond(request, {"sessions": await store.count(), "requests": started["requests"],
                                  "replays_issued": started["replays_issued"]})
 
     async def page(request: web.Request) -> web.Response:
         """Any other path is a page of the shop, seen within the session: replayed traces
         (a browser's HAR, a production log) ask for paths of their own."""
-        found = store.lookup(request.cookies.get(session_cookie))
+        found = await store.lookup(request.cookies.get(session_cookie))
         resp = respond(request, {"session": found.session, "state": found.state,
                                  "cart": list(found.cart)})
         if found.state == "new":
@@ -148,6 +163,15 @@ def make_app(replica_id: str, session_cookie: str = "sid", affinity_cookie: str 
     app.router.add_get("/", info)
     app.router.add_route("*", "/{tail:.*}", page)
     return app
+
+
+def make_store(spec: str):
+    """`memory` (this replica's own) or `redis://host:port[/db]` (shared by all replicas)."""
+    if spec == "memory":
+        return SessionStore()
+    from harness.app.redis_store import RedisSessionStore
+
+    return RedisSessionStore(spec)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -170,15 +194,25 @@ def main(argv: list[str] | None = None) -> None:
                         help="ask the proxy to cache replays of this path for N seconds")
     parser.add_argument("--replay-options", default="",
                         help="more fly-replay fields, e.g. timeout=500ms;fallback=prefer_self")
+    parser.add_argument("--session-store", default="memory", metavar="memory|redis://HOST:PORT",
+                        help="where sessions live: this replica's memory (default) or a "
+                             "Redis shared by all replicas")
     args = parser.parse_args(argv)
     try:
         ensure_cluster_host(args.host)
     except ValueError:
         parser.error("--host must be a loopback address (127.0.0.0/8), or inside a Stickler "
                      "container a private one")
+    if args.session_store != "memory":
+        from harness.app.redis_store import parse_url
+
+        try:
+            ensure_cluster_host(parse_url(args.session_store)[0])
+        except ValueError as exc:
+            parser.error(f"--session-store: {exc}")
     app = make_app(args.id, args.session_cookie, args.affinity_cookie, args.region,
                    args.replay_mode, tuple(p for p in args.peers.split(",") if p), args.leader,
-                   args.replay_cache_ttl, args.replay_options)
+                   args.replay_cache_ttl, args.replay_options, args.session_store)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     print(json.dumps({"replica": args.id, "listening": f"{args.host}:{args.port}"}), flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None,

@@ -47,7 +47,8 @@ from typing import Any
 from harness.balancers import Adapter, Endpoint, Layout, get_adapter
 from harness.errors import ClusterError
 from harness.history import FaultRecord
-from harness.runtime import docker_env, images, net, reaper, wait
+from harness.runtime import docker_env, images, net, reaper, store, wait
+from harness.runtime.commands import replica_command
 from harness.runtime.replica_set import ReplicaSetMixin
 from harness.topology import Topology
 
@@ -59,7 +60,7 @@ LABEL_RUN, LABEL_PID, LABEL_HOST = "stickler.run", "stickler.pid", "stickler.hos
 LABEL_CLUSTER, LABEL_ROLE = "stickler.cluster", "stickler.role"
 # argv[0] inside the image, per balancer kind (the adapters name the host's binaries).
 BINARIES = {"haproxy": "haproxy", "nginx": "nginx", "caddy": "caddy", "reference": "python3"}
-BALANCER_OFFSET, REPLICA_OFFSET = 2, 10
+BALANCER_OFFSET, STORE_OFFSET, REPLICA_OFFSET = 2, 3, 10
 
 
 def container_adapter(kind: str) -> Adapter:
@@ -79,29 +80,6 @@ def container_adapter(kind: str) -> Adapter:
 def in_image(kind: str, argv: list[str]) -> list[str]:
     """A balancer command line with argv[0] as named in the image."""
     return [BINARIES[kind], *argv[1:]]
-
-
-def replica_command(topology: Topology, rid: str, port: int = PORT) -> list[str]:
-    """The fixture app's command line for replica `rid`, listening on all of its
-    container's addresses."""
-    region = next((r.region for r in topology.replicas if r.id == rid), None)
-    app = topology.app
-    cmd = ["python3", "-m", "harness.app", "--id", rid, "--host", "0.0.0.0",
-           "--port", str(port), "--session-cookie", app.session_cookie]
-    if app.affinity_cookie:
-        cmd += ["--affinity-cookie", app.affinity_cookie]
-    if region:
-        cmd += ["--region", region]
-    if app.replay_mode:
-        cmd += ["--replay-mode", app.replay_mode,
-                "--peers", ",".join(r.id for r in topology.replicas)]
-    if app.leader:
-        cmd += ["--leader", app.leader]
-    if app.replay_cache_ttl:
-        cmd += ["--replay-cache-ttl", str(app.replay_cache_ttl)]
-    if app.replay_options:
-        cmd += ["--replay-options", app.replay_options]
-    return cmd
 
 
 @dataclass
@@ -152,6 +130,7 @@ class ContainerCluster(ReplicaSetMixin):
         self.layout: Layout | None = None
         self.replicas: dict[str, Node] = {}
         self.balancer: Node | None = None
+        self.store: Node | None = None  # the shared session store, if the app uses one
         self._next_index = len(topology.replicas) + 1
         self._addresses: dict[str, str] = {}
 
@@ -164,6 +143,8 @@ class ContainerCluster(ReplicaSetMixin):
         self.image = self.image or images.ensure_node_image(self.client)
         self._create_network()
         self.layout = Layout(Endpoint("0.0.0.0", PORT), {}, WORKDIR, trusted=self.gateway)
+        if self.topology.app.session_store == "redis":
+            self._start_store()
         for replica in self.topology.replicas:
             self._start_replica(replica.id)
         self._start_balancer()
@@ -175,6 +156,7 @@ class ContainerCluster(ReplicaSetMixin):
         remove_run(self.client, self.run_id)
         self.replicas.clear()
         self.balancer = None
+        self.store = None
         self.network = None
         self.client.close()
         self.client = None
@@ -198,16 +180,22 @@ class ContainerCluster(ReplicaSetMixin):
         out[kind] = match.group(1) if match and kind != "reference" else self.adapter.version()
         code, text = self.balancer.docker.exec_run(["python3", "-V"])
         out["python"] = text.decode().split()[-1] if code == 0 else "unknown"
+        if self.store:
+            code, text = self.store.docker.exec_run(["redis-server", "--version"])
+            found = re.search(r"v=(\S+)", text.decode(errors="replace"))
+            out["redis"] = found.group(1) if code == 0 and found else "unknown"
         return out
 
     def logs(self, name: str) -> str:
-        node = self.balancer if name == "balancer" else self.replicas.get(name)
+        node = {"balancer": self.balancer, store.NAME: self.store}.get(name) \
+            or self.replicas.get(name)
         if node is None:
-            raise KeyError(f"no container named {name!r}; have balancer, {self.replica_ids}")
+            raise KeyError(f"no container named {name!r}; have balancer, {self.replica_ids}"
+                           + (f", {store.NAME}" if self.store else ""))
         return node.docker.logs().decode(errors="replace")
 
     def alive(self, replica: str) -> bool:
-        node = self.replicas.get(replica)
+        node = self.store if replica == store.NAME else self.replicas.get(replica)
         if not node:
             return False
         node.docker.reload()
@@ -216,48 +204,48 @@ class ContainerCluster(ReplicaSetMixin):
     # ---- faults ----------------------------------------------------------------------
 
     def kill(self, replica: str) -> None:
-        node = self._replica(replica)
+        node = self._part(replica)
         with contextlib.suppress(Exception):
             node.docker.kill()
         node.paused = False
         self._event("kill", replica)
 
     def pause(self, replica: str) -> None:
-        node = self._replica(replica)
+        node = self._part(replica)
         node.docker.pause()
         node.paused = True
         self._event("pause", replica)
 
     def resume(self, replica: str) -> None:
-        node = self._replica(replica)
+        node = self._part(replica)
         node.docker.unpause()
         node.paused = False
         self._event("resume", replica)
 
     def restart(self, replica: str) -> None:
         """Kill and start the same container again: same address, empty memory."""
-        node = self._replica(replica)
+        node = self._part(replica)
         node.docker.reload()
         if node.docker.status == "paused":
             node.docker.unpause()
         if node.docker.status in ("running", "paused"):
             node.docker.kill()
             wait.until(lambda: self._status(node) == "exited", START_TIMEOUT,
-                       f"replica {replica} to stop")
+                       f"{replica} to stop")
         node.docker.start()
         node.paused = False
-        self._wait_replica(node)
+        self._wait_store() if node is self.store else self._wait_replica(node)
         self._event("restart", replica)
 
     def disconnect(self, replica: str) -> None:
         """Take the replica off the cluster network: the balancer's packets go nowhere."""
-        node = self._replica(replica)
+        node = self._part(replica)
         self.network.disconnect(node.netns, force=True)
         node.connected = False
         self._event("disconnect", replica)
 
     def reconnect(self, replica: str) -> None:
-        node = self._replica(replica)
+        node = self._part(replica)
         self.network.connect(node.netns, ipv4_address=node.endpoint.host, aliases=[replica])
         node.connected = True
         self._event("reconnect", replica)
@@ -346,7 +334,7 @@ class ContainerCluster(ReplicaSetMixin):
         from testcontainers.core.container import DockerContainer
 
         assert self.network
-        aliases = [name] if role in ("replica", "holder") else ["balancer"]
+        aliases = [name] if role in ("replica", "holder", "store") else ["balancer"]
         kwargs: dict[str, Any] = {"labels": {**self.labels, LABEL_ROLE: role}, "init": True}
         if netns is None:
             kwargs.update(network=self.network.name, networking_config={
@@ -381,13 +369,41 @@ class ContainerCluster(ReplicaSetMixin):
         endpoint = Endpoint(index, PORT)
         holder = self._run(rid, "holder", ["sleep", "infinity"], endpoint.host)
         holder_docker = holder.get_wrapped_container()
-        cmd = replica_command(self.topology, rid)
+        cmd = replica_command(self.topology, rid, port=PORT, store_url=store.url(
+            self.store.endpoint.host, store.PORT) if self.store else None)
         container = self._run(rid, "replica", cmd, endpoint.host, netns=holder_docker)
         node = Node(rid, container, endpoint, self._published(holder_docker),
                     holder=holder_docker)
         self.replicas[rid] = node
         self.layout.replicas[rid] = endpoint
         self._wait_replica(node)
+
+    def _start_store(self) -> None:
+        address = self._address(STORE_OFFSET)
+        cmd = store.redis_command("0.0.0.0", store.PORT, "/tmp", binary="redis-server")
+        container = self._run(store.NAME, "store", cmd, address)
+        self.store = Node(store.NAME, container, Endpoint(address, store.PORT),
+                          self._published(container.get_wrapped_container()))
+        self._wait_store()
+
+    def _wait_store(self) -> None:
+        assert self.store
+
+        def answers() -> bool:
+            from docker.errors import APIError
+
+            try:
+                code, out = self.store.docker.exec_run(["redis-cli", "-p", str(store.PORT),
+                                                        "ping"])
+            except APIError:  # not running (yet)
+                return False
+            return code == 0 and out.strip() == b"PONG"
+
+        try:
+            wait.until(answers, START_TIMEOUT, f"redis-server in {self.store.docker.name}",
+                       check=lambda: self._check_running(self.store))
+        except TimeoutError as exc:
+            raise ClusterError(str(exc)) from None
 
     def _wait_replica(self, node: Node) -> None:
         ep = node.published

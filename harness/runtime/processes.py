@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,8 @@ from pathlib import Path
 from harness.balancers import Endpoint, Layout, get_adapter
 from harness.errors import ClusterError
 from harness.history import FaultRecord
-from harness.runtime import net, reaper, wait
+from harness.runtime import net, reaper, store, wait
+from harness.runtime.commands import replica_command
 from harness.runtime.replica_set import ReplicaSetMixin
 from harness.topology import Topology
 
@@ -60,6 +62,7 @@ class ProcessCluster(ReplicaSetMixin):
         self.layout: Layout | None = None
         self.replicas: dict[str, Child] = {}
         self.balancer: Child | None = None
+        self.store: Child | None = None  # the shared session store, if the app uses one
         self._next_index = len(topology.replicas) + 1
         self._ports: set[int] = set()
 
@@ -73,6 +76,8 @@ class ProcessCluster(ReplicaSetMixin):
         self.host = net.cluster_address()
         balancer = Endpoint(self.host, self._new_port())
         self.layout = Layout(balancer, {}, self.workdir)
+        if self.topology.app.session_store == "redis":
+            self._start_store()
         for replica in self.topology.replicas:
             self._start_replica(replica.id)
         self._start_balancer()
@@ -84,6 +89,9 @@ class ProcessCluster(ReplicaSetMixin):
         for child in self.replicas.values():
             self._kill(child)
         self.replicas.clear()
+        if self.store:
+            self._kill(self.store)
+            self.store = None
         self.balancer = None
         if self.workdir != Path() and not self.keep_workdir:
             import shutil
@@ -99,49 +107,58 @@ class ProcessCluster(ReplicaSetMixin):
         return f"http://{self.layout.balancer.address}"
 
     def versions(self) -> dict[str, str]:
-        return {self.adapter.kind: self.adapter.version(),
-                "python": sys.version.split()[0]}
+        out = {self.adapter.kind: self.adapter.version(), "python": sys.version.split()[0]}
+        if self.store:
+            out["redis"] = store.redis_version()
+        return out
 
     def logs(self, name: str) -> str:
-        child = self.balancer if name == "balancer" else self.replicas.get(name)
+        child = {"balancer": self.balancer, store.NAME: self.store}.get(name) \
+            or self.replicas.get(name)
         if child is None:
-            raise KeyError(f"no process named {name!r}; have balancer, {self.replica_ids}")
+            raise KeyError(f"no process named {name!r}; have balancer, {self.replica_ids}"
+                           + (f", {store.NAME}" if self.store else ""))
         return child.log.read_text(errors="replace") if child.log.exists() else ""
 
     def alive(self, replica: str) -> bool:
-        child = self.replicas.get(replica)
+        child = self.store if replica == store.NAME else self.replicas.get(replica)
         return bool(child and child.proc.poll() is None)
 
     # ---- faults ----------------------------------------------------------------------
 
     def kill(self, replica: str) -> None:
-        self._kill(self._replica(replica))
+        self._kill(self._part(replica))
         self._event("kill", replica)
 
     def pause(self, replica: str) -> None:
-        child = self._replica(replica)
+        child = self._part(replica)
         os.killpg(child.proc.pid, signal.SIGSTOP)
         child.paused = True
         self._event("pause", replica)
 
     def resume(self, replica: str) -> None:
-        child = self._replica(replica)
+        child = self._part(replica)
         os.killpg(child.proc.pid, signal.SIGCONT)
         child.paused = False
         self._event("resume", replica)
 
     def disconnect(self, replica: str) -> None:
         """Not here: replicas share the host's loopback, there is no network to cut."""
-        self._replica(replica)
+        self._part(replica)
         raise ClusterError(f"cannot disconnect {replica}: the processes runtime has no network "
                            f"between the balancer and its replicas (use --runtime containers)")
 
     reconnect = disconnect
 
     def restart(self, replica: str) -> None:
-        """Kill and start again on the same port; the new process has empty memory."""
-        self._kill(self._replica(replica))
-        self._start_replica(replica, port=self.replicas[replica].endpoint.port)
+        """Kill and start again on the same port; the new process has empty memory (a
+        restarted store too: it persists nothing)."""
+        child = self._part(replica)
+        self._kill(child)
+        if child is self.store:
+            self._start_store(port=child.endpoint.port)
+        else:
+            self._start_replica(replica, port=child.endpoint.port)
         self._event("restart", replica)
 
     def reload(self) -> None:
@@ -219,6 +236,24 @@ class ProcessCluster(ReplicaSetMixin):
             child.proc.wait(timeout=5)
         reaper.untrack_group(child.proc.pid)
 
+    def _start_store(self, port: int | None = None) -> None:
+        endpoint = Endpoint(self.host, port or self._new_port())
+        self.store = self._spawn(store.NAME, store.redis_command(
+            endpoint.host, endpoint.port, self.workdir), endpoint)
+
+        def answers() -> bool:
+            with contextlib.suppress(OSError), socket.create_connection(
+                    (endpoint.host, endpoint.port), timeout=0.5) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+            return False
+
+        try:
+            wait.until(answers, START_TIMEOUT, f"redis-server on {endpoint.address}",
+                       check=lambda: self._check_running(self.store))
+        except TimeoutError as exc:
+            raise ClusterError(str(exc)) from None
+
     def _new_port(self) -> int:
         """A port on the cluster's address never handed out before in this cluster: the
         balancer's is chosen before the replicas start, and a killed replica keeps its port
@@ -236,24 +271,10 @@ class ProcessCluster(ReplicaSetMixin):
     def _start_replica(self, rid: str, port: int | None = None) -> None:
         assert self.layout
         endpoint = Endpoint(self.host, port or self._new_port())
-        region = next((r.region for r in self.topology.replicas if r.id == rid), None)
-        cmd = [sys.executable, "-m", "harness.app", "--id", rid, "--host", endpoint.host,
-               "--port", str(endpoint.port), "--session-cookie",
-               self.topology.app.session_cookie]
-        if self.topology.app.affinity_cookie:
-            cmd += ["--affinity-cookie", self.topology.app.affinity_cookie]
-        if region:
-            cmd += ["--region", region]
-        app = self.topology.app
-        if app.replay_mode:
-            cmd += ["--replay-mode", app.replay_mode,
-                    "--peers", ",".join(r.id for r in self.topology.replicas)]
-        if app.leader:
-            cmd += ["--leader", app.leader]
-        if app.replay_cache_ttl:
-            cmd += ["--replay-cache-ttl", str(app.replay_cache_ttl)]
-        if app.replay_options:
-            cmd += ["--replay-options", app.replay_options]
+        cmd = replica_command(
+            self.topology, rid, host=endpoint.host, port=endpoint.port, python=sys.executable,
+            store_url=store.url(self.store.endpoint.host, self.store.endpoint.port)
+            if self.store else None)
         child = self._spawn(rid, cmd, endpoint)
         self.replicas[rid] = child
         self.layout.replicas[rid] = endpoint

@@ -10,6 +10,7 @@ from __future__ import annotations
 from harness.errors import ClusterError
 from harness.history import FaultRecord
 from harness.runtime import reaper
+from harness.runtime.store import NAME as STORE
 from harness.topology import Replica
 
 
@@ -76,7 +77,15 @@ class ReplicaSetMixin:
         try:
             return self.replicas[replica]
         except KeyError:
-            raise KeyError(f"no replica {replica!r}; have {sorted(self.replicas)}") from None
+            store = [STORE] if getattr(self, "store", None) is not None else []
+            raise KeyError(f"no replica {replica!r}; have {sorted(self.replicas) + store}") \
+                from None
+
+    def _part(self, name: str):
+        """A fault's target: a replica, or the shared session store (`store`)."""
+        if name == STORE and getattr(self, "store", None) is not None:
+            return self.store
+        return self._replica(name)
 
     def _fresh_id(self) -> str:
         while f"r{self._next_index}" in self.replicas:
