@@ -134,6 +134,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                   f"runtime cannot carry {topology.client_ip} addresses)")
         for rid in cluster.replica_ids:
             print(f"  replica {rid}")
+        if getattr(cluster, "store", None) is not None:
+            print(f"  session store: redis at {cluster.store.endpoint.address}"
+                  + (" (on the cluster network)" if args.runtime == "containers" else ""))
         print(f"try: curl -si -c /tmp/jar -b /tmp/jar -X POST '{cluster.url}/cart?item=tea'")
         print("Ctrl-C stops everything.", flush=True)
         try:
