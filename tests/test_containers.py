@@ -378,3 +378,36 @@ def test_load_in_containers_carries_source_clients_as_proxy_protocol(tmp_path) -
     records = [json.loads(line) for line in (tmp_path / "r" / "history.jsonl").open()]
     faults = [r for r in records if r["type"] == "fault"]
     assert [(f["op"], f["target"]) for f in faults] == [("disconnect", "r1"), ("reconnect", "r1")]
+
+
+def test_shared_store_is_a_pod_and_a_fault_target(docker_client) -> None:
+    text = ("name: itest-store\nbalancer: {kind: haproxy, mode: cookie-insert}\n"
+            "app: {session_store: redis}\nreplicas: 2\n")
+    with ContainerCluster(parse_topology(text)) as cluster:
+        containers = ours(docker_client, cluster.run_id)[0]
+        assert len(containers) == 7  # balancer, 2 x (holder, app), store (holder, redis)
+        assert "redis" in cluster.versions()
+        store = cluster.store
+        probe = ("import socket\n"
+                 "try:\n"
+                 f"    socket.create_connection(('{store.endpoint.host}', "
+                 f"{store.endpoint.port}), 1).close(); print('ok')\n"
+                 "except ConnectionRefusedError: print('refused')\n"
+                 "except OSError as e: print('timeout' if isinstance(e, TimeoutError) else e)\n")
+
+        def from_replica() -> str:
+            return cluster.replicas["r1"].docker.exec_run(["python3", "-c", probe])[1] \
+                .decode().strip()
+
+        assert from_replica() == "ok"
+        cluster.kill("store")
+        assert not cluster.alive("store")
+        # Like a crashed process: the holder keeps the address, so connects are refused.
+        assert from_replica() == "refused"
+        assert get(cluster.url, "/cart")[0] == 503
+        cluster.restart("store")
+        assert cluster.alive("store") and from_replica() == "ok"
+        assert get(cluster.url, "/cart")[0] == 200
+        assert "Ready to accept connections" in cluster.logs("store")
+        run_id = cluster.run_id
+    assert ours(docker_client, run_id) == ([], [])

@@ -81,6 +81,7 @@ def test_stuck_sessions_fail_every_request_and_return():
     m = failover_metrics(records, WINDOW)
     assert m["affected_sessions"] == 1 and m["unaffected_sessions"] == 1
     assert m["during_requests"] == 4 and m["failed_requests"] == 4 and m["failed_share"] == 1
+    assert m["failed_per_session_max"] == 4
     assert m["status_503"] == 4 and m["status_502"] == 0 and m["transport_errors"] == 0
     assert m["repinned_share"] == 0 and m["repin_requests_max"] == -1 and m["repin_s_max"] == -1
     assert m["returned_share"] == 1 and m["return_s_max"] == pytest.approx(0.6)

@@ -20,7 +20,7 @@ STABLE_RUN = 2  # requests in a row on one new replica, to the end of the phase:
 
 FAILOVER_METRICS = (
     "affected_sessions", "unaffected_sessions", "during_requests", "failed_requests",
-    "failed_share", "transport_errors", "status_502", "status_503", "status_504",
+    "failed_share", "failed_per_session_max", "transport_errors", "status_502", "status_503", "status_504",
     "failed_gets", "failed_posts", "failed_duration_max", "during_duration_max",
     "served_by_target_during", "repinned_share", "repin_requests_max", "repin_s_max",
     "new_cookie_share", "state_lost_share", "unaffected_moved", "unaffected_failed",
@@ -122,6 +122,8 @@ def failover_metrics(records: Iterable[RequestRecord], window: FaultWindow,
         "during_requests": len(hit),
         "failed_requests": len(failed),
         "failed_share": len(failed) / len(hit) if hit else 0.0,
+        "failed_per_session_max": max((sum(1 for r in during.get(s, []) if not ok(r))
+                                       for s in affected), default=0),
         "transport_errors": sum(1 for r in failed if r.error is not None),
         "status_502": sum(1 for r in failed if r.status == 502),
         "status_503": sum(1 for r in failed if r.status == 503),

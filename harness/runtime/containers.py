@@ -379,11 +379,15 @@ class ContainerCluster(ReplicaSetMixin):
         self._wait_replica(node)
 
     def _start_store(self) -> None:
+        # A pod like a replica's: killing Redis leaves an address that refuses connects, as
+        # a crashed process does; `disconnect` of the holder is the vanished host.
         address = self._address(STORE_OFFSET)
+        holder = self._run(store.NAME, "holder", ["sleep", "infinity"], address)
+        holder_docker = holder.get_wrapped_container()
         cmd = store.redis_command("0.0.0.0", store.PORT, "/tmp", binary="redis-server")
-        container = self._run(store.NAME, "store", cmd, address)
+        container = self._run(store.NAME, "store", cmd, address, netns=holder_docker)
         self.store = Node(store.NAME, container, Endpoint(address, store.PORT),
-                          self._published(container.get_wrapped_container()))
+                          self._published(holder_docker), holder=holder_docker)
         self._wait_store()
 
     def _wait_store(self) -> None:
