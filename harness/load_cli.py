@@ -13,9 +13,10 @@ from pathlib import Path
 from harness.errors import InputError
 from harness.runtime.store import NAME as STORE
 
-SUMMARY_KEYS = ("total_requests", "requests", "errors", "min_stickiness", "mean_stickiness",
-                "state_losses", "load_cv", "busiest_replica_share", "max_users_per_ip",
-                "affected_sessions", "affected_state_loss_share", "repin_p50_s",
+SUMMARY_KEYS = ("total_requests", "requests", "errors", "unserved", "non_2xx",
+                "min_stickiness", "mean_stickiness", "state_losses", "load_cv",
+                "busiest_replica_share", "max_users_per_ip", "affected_sessions",
+                "affected_state_loss_share", "errors_after_fault", "repin_p50_s",
                 "new_replica_request_share_after", "locust_rps")
 FAULT = re.compile(r"^(kill|pause|resume|restart|add|remove|drain|undrain|disconnect|reconnect)"
                    r"(?::([a-z0-9-]+))?@([0-9.]+)s?$")

@@ -40,6 +40,8 @@ def test_fault_syntax():
     (["--fault", "kill:r9@3"], ["--fault", "no replica 'r9'"]),
     (["--duration", "0"], ["--duration"]),
     (["--fault", "disconnect:r1@3"], ["--fault", "--runtime containers"]),
+    # The store is a target only where the app keeps its sessions in one.
+    (["--fault", "kill:store@3"], ["--fault", "no replica 'store'", "r1, r2, r3"]),
 ])
 def test_bad_input_exits_2_before_starting(tmp_path, args, words):
     report = tmp_path / "r"
