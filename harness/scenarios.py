@@ -28,6 +28,7 @@ COOKIE_METRICS = ("cookie_reissued", "cookie_set_responses", "cookie_set_unserve
                   "cookie_distinct_values",
                   "cookie_reached_app",
                   "requests_with_cookie", "cookie_set_private_share", "cookie_set_no_cache",
+                  "cookie_set_with_expiry",
                   "cookie_names_replica_share", "app_saw_server_prefix")
 FIRST_METRICS = ("first_request_moved", "first_request_moved_share")
 REPLAY_METRICS = ("replayed_requests", "cache_hits", "cache_hit_share", "hits_with_src",

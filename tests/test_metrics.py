@@ -87,6 +87,11 @@ def test_cookie_metrics():
     assert c["cookie_set_private_share"] == 0.5
     assert c["cookie_names_replica_share"] == pytest.approx(2 / 3)
     assert c["app_saw_server_prefix"] == 0
+    assert c["cookie_set_with_expiry"] == 0  # session cookies
+    persistent = [req("s3", 0, "r1", set_cookies=["SRVID=r1; Max-Age=60; path=/",
+                                                  "sid=x; Expires=Wed, 01 Jan 2031 00:00:00 GMT"]),
+                  req("s4", 0, "r2", set_cookies=["SRVID=r2; expires=Wed, 01 Jan 2031 00:00:00 GMT"])]
+    assert m.cookie_metrics(persistent, "SRVID")["cookie_set_with_expiry"] == 2
 
 
 def test_prefix_cookie_values():

@@ -164,6 +164,12 @@ def cookie_metrics(records: Iterable[RequestRecord], name: str,
         "cookie_reached_app": sum(1 for r in ok if name in r.app_cookies_seen),
         "requests_with_cookie": len(with_cookie),
         "cookie_set_private_share": private / len(setting) if setting else 0.0,
+        # Set-Cookie with Max-Age or Expires: a persistent cookie, the affinity has a TTL.
+        # Without either it is a session cookie, kept until the browser closes.
+        "cookie_set_with_expiry": sum(1 for r in setting for raw in r.set_cookies
+                                      for n, _, attrs in [parse_set_cookie(raw)]
+                                      if n == name and ("max-age" in attrs
+                                                        or "expires" in attrs)),
         "cookie_set_no_cache": no_cache,
         # The cookie the client sent names the replica that served it.
         "cookie_names_replica_share": names / len(with_cookie) if with_cookie else 0.0,
