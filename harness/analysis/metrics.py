@@ -131,9 +131,10 @@ def set_cookies_named(r: RequestRecord, name: str) -> list[str]:
 
 
 def names_replica(value: str, replica: str) -> bool:
-    """Does a cookie value identify `replica`? (HAProxy insert/rewrite: the id; prefix:
-    `id~...`; the reference proxy's signed cookie: `id.<signature>`)"""
-    return value == replica or value.startswith((f"{replica}~", f"{replica}."))
+    """Does a cookie value identify `replica`? (HAProxy insert/rewrite: the id, and with
+    maxidle or maxlife `id|<dates>`; prefix: `id~...`; the reference proxy's signed cookie:
+    `id.<signature>`)"""
+    return value == replica or value.startswith((f"{replica}~", f"{replica}.", f"{replica}|"))
 
 
 def cookie_metrics(records: Iterable[RequestRecord], name: str,

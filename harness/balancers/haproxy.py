@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 from harness.balancers.base import Adapter, Choice, Layout, ModeSpec
 
@@ -30,8 +31,9 @@ class HAProxy(Adapter):
     modes = {
         "roundrobin": _mode("balance roundrobin, no persistence (the baseline)"),
         "cookie-insert": _mode(
-            "cookie <name> insert [indirect] [nocache]",
-            {"cookie": "SRVID", "indirect": True, "nocache": True},
+            "cookie <name> insert [indirect] [nocache] [maxidle <s>] [maxlife <s>]",
+            {"cookie": "SRVID", "indirect": True, "nocache": True, "maxidle_s": 0,
+             "maxlife_s": 0},
         ),
         "cookie-prefix": _mode(
             "cookie <app cookie> prefix: the server id is prefixed to the app's own cookie",
@@ -52,6 +54,11 @@ class HAProxy(Adapter):
 
     def command(self, config: Path, layout: Layout) -> list[str]:
         return [self.which(), "-W", "-db", "-f", str(config)]
+
+    def option_errors(self, mode: str, options: dict[str, Any],
+                      health_check: dict[str, Any]) -> dict[str, str]:
+        return {f"options.{key}": f"expected 0 (off) or more seconds, got {options[key]}"
+                for key in ("maxidle_s", "maxlife_s") if options.get(key, 0) < 0}
 
     def check_command(self, config: Path, layout: Layout) -> list[str]:
         return [self.which(), "-c", "-q", "-f", str(config)]
