@@ -93,6 +93,9 @@ def test_prefix_cookie_values():
     assert m.names_replica("r1~abc", "r1")
     assert not m.names_replica("r10~abc", "r1")
     assert m.names_replica("r1.0123abcd", "r1") and not m.names_replica("r10.0123", "r1")
+    # Apache's route cookie: the route after the (last) dot, with or without a session id.
+    assert m.names_replica(".r1", "r1") and m.names_replica("abc.r1", "r1")
+    assert not m.names_replica(".r10", "r1") and not m.names_replica("abc.r11", "r1")
     records = [req("s", 0, "r1", app_cookies={"JSESSIONID": "r1~abc"})]
     assert m.cookie_metrics(records, "JSESSIONID", ["r1"])["app_saw_server_prefix"] == 1
 
