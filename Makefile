@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.stickler-installed
 # binary:package pairs that the suites and benchmarks need
 CONTAINER_SUITES := suites
-SYSTEM_DEPS := haproxy:haproxy nginx:nginx-light caddy:caddy redis-server:redis-server wrk:wrk
+SYSTEM_DEPS := haproxy:haproxy nginx:nginx-light caddy:caddy apache2:apache2 redis-server:redis-server wrk:wrk
 
 .PHONY: conformance test test-processes images lint system-deps venv clean
 

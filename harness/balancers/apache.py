@@ -79,13 +79,6 @@ class Apache(Adapter):
         return {"run_as_root": os.geteuid() == 0, "modules": MODULES, "lbmethod": lbmethod,
                 "onoff": lambda flag: "On" if flag else "Off"}
 
-    def environment(self, layout: Layout) -> dict[str, str]:
-        # Debian's binary normally gets these from /etc/apache2/envvars; the config names
-        # its own paths, but keep any ${APACHE_*} lookups out of /etc and /var.
-        return {"APACHE_RUN_DIR": str(layout.workdir), "APACHE_LOCK_DIR": str(layout.workdir),
-                "APACHE_LOG_DIR": str(layout.workdir), "APACHE_PID_FILE":
-                str(layout.workdir / "apache.pid")}
-
     def command(self, config: Path, layout: Layout) -> list[str]:
         return [self.which(), "-DFOREGROUND", "-f", str(config)]
 
