@@ -95,7 +95,6 @@ def test_a_broken_config_is_refused(tmp_path):
 
 @pytest.mark.parametrize("balancer, key", [
     ("{kind: apache, mode: cookie-route, options: {cookie: 'a b'}}", "balancer.options.cookie"),
-    ("{kind: apache, mode: cookie-route, options: {cookie: a.b}}", "balancer.options.cookie"),
     ("{kind: apache, mode: cookie-route, options: {lbmethod: roundrobin}}",
      "balancer.options.lbmethod"),
     ("{kind: apache, mode: cookie-route, options: {nofailover: 'On'}}",

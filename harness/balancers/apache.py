@@ -55,11 +55,6 @@ class Apache(Adapter):
     def option_errors(self, mode: str, options: dict[str, Any],
                       health_check: dict[str, Any]) -> dict[str, str]:
         errors = {}
-        if "cookie" in options and "." in options["cookie"]:
-            # Apache takes the route from after the cookie value's dot; a dot in the name
-            # would read as a session id separator to other tools.
-            errors["options.cookie"] = (f"expected a cookie name without '.', "
-                                        f"got {options['cookie']!r}")
         if options["timeout_s"] > 3600:
             errors["options.timeout_s"] = (f"expected 0 (Apache's default) to 3600 seconds, "
                                            f"got {options['timeout_s']}")
