@@ -121,14 +121,15 @@ def test_bad_options_name_the_key(balancer, key):
 # ---- a real Apache --------------------------------------------------------------------
 
 
-def get(cluster: ProcessCluster, cookie: str = "", proxy_from: str = "") -> \
-        http.client.HTTPResponse:
+def get(cluster: ProcessCluster, cookie: str = "", proxy_from: str = "", version: int = 1,
+        headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
     ep = cluster.layout.balancer
     conn = http.client.HTTPConnection(ep.host, ep.port, timeout=5)
     if proxy_from:
         conn.connect()
-        conn.sock.sendall(proxy_protocol.encode_v1(proxy_from, ep.host, 40000, ep.port))
-    conn.request("GET", "/cart", headers={"Cookie": cookie} if cookie else {})
+        conn.sock.sendall(proxy_protocol.encode(version, proxy_from, ep.host, 40000, ep.port))
+    conn.request("GET", "/cart", headers={**({"Cookie": cookie} if cookie else {}),
+                                           **(headers or {})})
     resp = conn.getresponse()
     resp.body = resp.read()
     conn.close()
@@ -198,13 +199,19 @@ def cluster_children(master: int) -> list[int]:
 
 
 @pytest.mark.integration
-def test_proxy_protocol_address_reaches_the_app():
-    t = parse_topology("name: itest-apache-pp\nbalancer: {kind: apache, mode: byrequests, "
-                       "client_ip: proxy-protocol}\nreplicas: 2\n")
+@pytest.mark.parametrize("transport", ["proxy-protocol", "proxy-protocol-v2", "xff"])
+def test_client_address_transports_reach_the_app(transport):
+    t = parse_topology("name: itest-apache-ip\nbalancer: {kind: apache, mode: byrequests, "
+                       f"client_ip: {transport}}}\nreplicas: 2\n")
     with ProcessCluster(t) as cluster:
         host, workdir = cluster.host, cluster.workdir
-        resp = get(cluster, proxy_from="198.51.100.23")
+        if transport == "xff":
+            resp = get(cluster, headers={"X-Forwarded-For": "198.51.100.23"})
+        else:
+            resp = get(cluster, proxy_from="198.51.100.23",
+                       version=2 if transport.endswith("v2") else 1)
         assert resp.status == 200
-        # mod_remoteip took the PROXY header's address; mod_proxy_http told the app.
+        # mod_remoteip took the address from the PROXY header or the trusted hop's
+        # X-Forwarded-For (consumed), and mod_proxy_http told the app.
         assert json.loads(resp.body)["x_forwarded_for"] == "198.51.100.23"
     wait_gone(host, str(workdir))
