@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.stickler-installed
 # binary:package pairs that the suites and benchmarks need
 CONTAINER_SUITES := suites
-SYSTEM_DEPS := haproxy:haproxy nginx:nginx-light caddy:caddy redis-server:redis-server wrk:wrk
+SYSTEM_DEPS := haproxy:haproxy nginx:nginx-light caddy:caddy apache2:apache2 redis-server:redis-server wrk:wrk
 
 .PHONY: conformance test test-processes images lint system-deps venv clean
 
@@ -53,6 +53,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
+# Stickler starts its own balancers and Redis; the packages' system services are never
+# needed, so apt is told not to start them (policy-rc.d 101: "action forbidden"), and
+# nginx and apache2 do not fight over port 80.
 system-deps:
 	@missing="$(SYSTEM_DEPS_EXTRA)"; \
 	for pair in $(SYSTEM_DEPS); do \
@@ -62,7 +65,10 @@ system-deps:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing system packages:$$missing"; \
+	    policy=/usr/sbin/policy-rc.d; made=""; \
+	    if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' > $$policy; chmod 755 $$policy; made=1; fi; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    rc=$$?; if [ -n "$$made" ]; then rm -f $$policy; fi; [ $$rc = 0 ] || exit $$rc; \
 	  else \
 	    echo "missing system packages:$$missing" >&2; \
 	    echo "install them with: sudo apt-get install$$missing   (or run make as root)" >&2; \

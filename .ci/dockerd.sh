@@ -29,9 +29,14 @@ install_tools() {
     return 0
   fi
   echo "dockerd.sh: installing$missing"
-  apt-get update -qq
+  # The package must not start a system dockerd: this script starts, and stops, its own.
+  policy=/usr/sbin/policy-rc.d; made=""; rc=0
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; made=1; fi
   # shellcheck disable=SC2086
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      --no-install-recommends $missing >/dev/null; } || rc=$?
+  if [ -n "$made" ]; then rm -f "$policy"; fi
+  return "$rc"
 }
 
 start() {

@@ -39,7 +39,7 @@ FIRSTS = ("any", "GET", "POST")
 # (app.session_store: redis), on which every session depends.
 TARGETS = ("pinned", STORE)
 # Modes in which the balancer itself sets an affinity cookie naming the replica.
-COOKIE_MODES = ("cookie-insert", "cookie-prefix", "cookie-rewrite", "cookie")
+COOKIE_MODES = ("cookie-insert", "cookie-prefix", "cookie-rewrite", "cookie", "cookie-route")
 
 
 def phase_steps(rng: random.Random, count: int, interval_s: float,

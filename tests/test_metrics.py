@@ -88,9 +88,10 @@ def test_cookie_metrics():
     assert c["cookie_names_replica_share"] == pytest.approx(2 / 3)
     assert c["app_saw_server_prefix"] == 0
     assert c["cookie_set_with_expiry"] == 0  # session cookies
+    later = "Wed, 01 Jan 2031 00:00:00 GMT"
     persistent = [req("s3", 0, "r1", set_cookies=["SRVID=r1; Max-Age=60; path=/",
-                                                  "sid=x; Expires=Wed, 01 Jan 2031 00:00:00 GMT"]),
-                  req("s4", 0, "r2", set_cookies=["SRVID=r2; expires=Wed, 01 Jan 2031 00:00:00 GMT"])]
+                                                  f"sid=x; Expires={later}"]),
+                  req("s4", 0, "r2", set_cookies=[f"SRVID=r2; expires={later}"])]
     assert m.cookie_metrics(persistent, "SRVID")["cookie_set_with_expiry"] == 2
 
 
@@ -99,6 +100,9 @@ def test_prefix_cookie_values():
     assert not m.names_replica("r10~abc", "r1")
     assert m.names_replica("r1.0123abcd", "r1") and not m.names_replica("r10.0123", "r1")
     assert m.names_replica("r1|eVZbR", "r1") and not m.names_replica("r10|eVZbR", "r1")
+    # Apache's route cookie: the route after the (last) dot, with or without a session id.
+    assert m.names_replica(".r1", "r1") and m.names_replica("abc.r1", "r1")
+    assert not m.names_replica(".r10", "r1") and not m.names_replica("abc.r11", "r1")
     records = [req("s", 0, "r1", app_cookies={"JSESSIONID": "r1~abc"})]
     assert m.cookie_metrics(records, "JSESSIONID", ["r1"])["app_saw_server_prefix"] == 1
 

@@ -35,8 +35,13 @@ CLEANUP_DEADLINE = 10.0  # s for killed processes to disappear from /proc
 # ---- helpers -------------------------------------------------------------------------
 
 
+# The plain spreading mode of each kind (Apache's is its default lbmethod).
+SPREAD = {"apache": "byrequests"}
+
+
 def topology(kind: str, replicas: int = 3, name: str = "itest-runtime"):
-    text = f"name: {name}\nbalancer:\n  kind: {kind}\n  mode: roundrobin\nreplicas: {replicas}\n"
+    mode = SPREAD.get(kind, "roundrobin")
+    text = f"name: {name}\nbalancer:\n  kind: {kind}\n  mode: {mode}\nreplicas: {replicas}\n"
     return parse_topology(text, f"<{name}>")
 
 
@@ -117,7 +122,7 @@ def assert_cleaned_up(host: str, workdir: Path) -> None:
 # ---- lifecycle -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["haproxy", "nginx", "caddy"])
+@pytest.mark.parametrize("kind", ["haproxy", "nginx", "caddy", "apache"])
 def test_cluster_serves_all_replicas_and_leaves_nothing(kind):
     with ProcessCluster(topology(kind)) as cluster:
         host, workdir = cluster.host, cluster.workdir
@@ -250,7 +255,8 @@ SCRIPT = textwrap.dedent("""\
     from harness.topology import parse_topology
 
     kind = sys.argv[1]
-    text = f"name: itest-signal\\nbalancer:\\n  kind: {kind}\\n  mode: roundrobin\\nreplicas: 2\\n"
+    mode = {"apache": "byrequests"}.get(kind, "roundrobin")
+    text = f"name: itest-signal\\nbalancer:\\n  kind: {kind}\\n  mode: {mode}\\nreplicas: 2\\n"
     with ProcessCluster(parse_topology(text, "<itest-signal>")) as cluster:
         print(json.dumps({"host": cluster.host, "workdir": str(cluster.workdir)}), flush=True)
         while True:
@@ -347,6 +353,7 @@ def test_signal_stops_cluster_and_cleans_up(cluster_script, signum):
     "haproxy",
     "nginx",
     "caddy",
+    "apache",
 ])
 def test_sigkilled_harness_takes_its_children_with_it(cluster_script, kind):
     script = cluster_script(kind)

@@ -1,5 +1,5 @@
 """Config rendering: each mode renders the directives it promises, and the real binaries
-accept every rendered sample (haproxy -c, nginx -t, caddy validate)."""
+accept every rendered sample (haproxy -c, nginx -t, caddy validate, apache2 -t)."""
 
 import os
 import subprocess

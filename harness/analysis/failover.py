@@ -20,7 +20,8 @@ STABLE_RUN = 2  # requests in a row on one new replica, to the end of the phase:
 
 FAILOVER_METRICS = (
     "affected_sessions", "unaffected_sessions", "during_requests", "failed_requests",
-    "failed_share", "failed_per_session_max", "transport_errors", "status_502", "status_503", "status_504",
+    "failed_share", "failed_per_session_max", "transport_errors", "status_502", "status_503",
+    "status_504",
     "failed_gets", "failed_posts", "failed_duration_max", "during_duration_max",
     "served_by_target_during", "repinned_share", "repin_requests_max", "repin_s_max",
     "new_cookie_share", "state_lost_share", "unaffected_moved", "unaffected_failed",

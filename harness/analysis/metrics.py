@@ -133,8 +133,9 @@ def set_cookies_named(r: RequestRecord, name: str) -> list[str]:
 def names_replica(value: str, replica: str) -> bool:
     """Does a cookie value identify `replica`? (HAProxy insert/rewrite: the id, and with
     maxidle or maxlife `id|<dates>`; prefix: `id~...`; the reference proxy's signed cookie:
-    `id.<signature>`)"""
-    return value == replica or value.startswith((f"{replica}~", f"{replica}.", f"{replica}|"))
+    `id.<signature>`; Apache's route cookie: `<session>.id`, the route after the dot)"""
+    return value == replica or value.startswith((f"{replica}~", f"{replica}.", f"{replica}|")) \
+        or value.endswith(f".{replica}")
 
 
 def cookie_metrics(records: Iterable[RequestRecord], name: str,

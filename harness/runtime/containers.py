@@ -59,7 +59,8 @@ WORKDIR = Path("/srv/stickler")  # inside the image (compose/images/node/Dockerf
 LABEL_RUN, LABEL_PID, LABEL_HOST = "stickler.run", "stickler.pid", "stickler.host"
 LABEL_CLUSTER, LABEL_ROLE = "stickler.cluster", "stickler.role"
 # argv[0] inside the image, per balancer kind (the adapters name the host's binaries).
-BINARIES = {"haproxy": "haproxy", "nginx": "nginx", "caddy": "caddy", "reference": "python3"}
+BINARIES = {"haproxy": "haproxy", "nginx": "nginx", "caddy": "caddy", "apache": "apache2",
+            "reference": "python3"}
 BALANCER_OFFSET, STORE_OFFSET, REPLICA_OFFSET = 2, 3, 10
 
 

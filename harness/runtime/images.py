@@ -34,9 +34,9 @@ OFFICIAL_BASE = "debian:bookworm-slim"
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # What the base must hold: the balancers, and Python with the app's and proxy's imports.
-PACKAGES = ("haproxy", "nginx-light", "caddy", "redis-server", "python3", "python3-aiohttp",
-            "python3-yaml", "python3-jinja2", "python3-uvloop", "python3-httptools",
-            "python3-redis", "ca-certificates")
+PACKAGES = ("haproxy", "nginx-light", "caddy", "apache2", "redis-server", "python3",
+            "python3-aiohttp", "python3-yaml", "python3-jinja2", "python3-uvloop",
+            "python3-httptools", "python3-redis", "ca-certificates")
 # Bump when the rootfs recipe below changes, so cached tarballs are not reused.
 RECIPE = "2"
 
