@@ -12,21 +12,23 @@ import random
 import signal
 import threading
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
 
-from harness.analysis.verdicts import FAIL, PASS, judge
+from harness.check import Case, CheckResult, ClusterPool, case_key, execute_check, when_options
 from harness.expectations import Expectation, expectations_for
-from harness.history import HistoryWriter
+from harness.parallel.session import RESULTS_KEY, parse_jobs, runtestloop, set_duration
 from harness.report.checks import CheckLog, write_json_atomic
-from harness.runtime import RUNTIMES, carries_client_address, runnable
-from harness.scenarios import SCENARIOS
+from harness.runtime import RUNTIMES
 from harness.topology import Topology, load_topology
+
+__all__ = ["RESULTS_KEY", "Case", "CheckLog", "ClusterPool", "generate_cases", "run_check",
+           "runtestloop", "set_duration"]
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPOLOGY_DIR = ROOT / "fixtures" / "topologies"
 LOG_KEY = pytest.StashKey[CheckLog]()
+HISTORY_KEY = pytest.StashKey[Path]()
 
 
 def addoption(parser: pytest.Parser) -> None:
@@ -39,6 +41,9 @@ def addoption(parser: pytest.Parser) -> None:
                     help="how clusters are started (all: every check on each runtime)")
     group.addoption("--seed", type=int, default=None,
                     help="seed for all traffic plans (default: random, printed and reported)")
+    group.addoption("--jobs", default=os.environ.get("STICKLER_JOBS", "auto"), metavar="N",
+                    help="checks run at once, in worker processes (default: auto, from the "
+                         "cores; 1: one by one in this process, in order)")
     group.addoption("--report-dir", default=None, metavar="DIR",
                     help="write report.json and histories here")
 
@@ -61,6 +66,7 @@ def configure(config: pytest.Config) -> None:
     if threading.current_thread() is threading.main_thread() and \
             signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _interrupt)
+    parse_jobs(str(config.getoption("--jobs")))
     seed = config.getoption("--seed")
     if seed is None:
         seed = int(os.environ.get("STICKLER_SEED") or random.SystemRandom().randrange(2**31))
@@ -70,15 +76,6 @@ def configure(config: pytest.Config) -> None:
 def report_header(config: pytest.Config) -> str:
     log = config.stash[LOG_KEY]
     return f"stickler: seed {log.seed} (rerun with --seed {log.seed}), runtime {log.runtime}"
-
-
-def when_options(topology: Topology) -> dict:
-    """What an expectation's `when` is matched against: the options, health_check.<key>,
-    app.<key> and client_ip."""
-    return {**topology.as_claimed().options,
-            **{f"health_check.{k}": v for k, v in topology.health_check.items()},
-            **{f"app.{k}": v for k, v in topology.app.__dict__.items()},
-            "client_ip": topology.client_ip}
 
 
 def selected_runtimes(config: pytest.Config) -> list[str]:
@@ -105,14 +102,6 @@ def generate_cases(metafunc: pytest.Metafunc, suite: str) -> None:
     metafunc.parametrize("case", [cases[i] for i in order], ids=[ids[i] for i in order])
 
 
-class Case(NamedTuple):
-    """One check: a topology, an expectation, and the runtime to run it on."""
-
-    topology: Topology
-    expectation: Expectation
-    runtime: str
-
-
 def _cases(config: pytest.Config, suite: str) -> list[tuple[Topology, Expectation]]:
     cases = []
     explicit = bool(config.getoption("--topology"))
@@ -125,112 +114,36 @@ def _cases(config: pytest.Config, suite: str) -> list[tuple[Topology, Expectatio
     return cases
 
 
-class ClusterPool:
-    """Keeps one live cluster at a time: checks of one topology share it."""
-
-    def __init__(self, runtime: str, log: CheckLog):
-        self.runtime = runtime
-        self.log = log
-        self.current: tuple[Topology, object] | None = None
-        self._carried: dict[int, tuple[Topology, Topology]] = {}  # keeps the originals alive
-
-    def get(self, topology: Topology, runtime: str | None = None):
-        runtime = runtime or self.runtime
-        if self.current and self.current[0] is topology and \
-                self.current[1].runtime == runtime:
-            return self.current[1]
-        self.close()
-        cluster = RUNTIMES[runtime](topology)
-        cluster.__enter__()
-        self.current = (topology, cluster)
-        self.log.versions.update(cluster.versions())
-        self.log.topologies[topology.name] = topology.to_dict()
-        return cluster
-
-    def with_proxy_protocol(self, topology: Topology) -> Topology:
-        """The topology with client_ip proxy-protocol in place of source, the same object for
-        the same topology (so that its checks share one cluster)."""
-        key = id(topology)
-        if key not in self._carried:
-            self._carried[key] = (topology, runnable(topology, "containers"))
-        return self._carried[key][1]
-
-    def close(self) -> None:
-        if self.current:
-            _, cluster = self.current
-            self.current = None
-            cluster.__exit__(None, None, None)
-
-
 def run_check(case: Case | tuple[Topology, Expectation], pool: ClusterPool, log: CheckLog,
               history_dir: Path) -> None:
+    """Report the check's verdict: run it here (a serial run), or take the result a worker
+    sent (a concurrent run, harness.parallel.session)."""
     topology, exp = case[0], case[1]
     runtime = getattr(case, "runtime", None) or pool.runtime
-    scenario = SCENARIOS[exp.scenario]
-    carried = carries_client_address(runtime, topology)
-    planned = topology
-    if not carried:
-        # `source` addresses cannot cross this runtime (Docker's port publishing): the same
-        # clients travel as PROXY protocol labels instead, and the balancer is told so; a
-        # balancer that reads no PROXY protocol (Caddy 2.6) keeps `source` and loses them.
-        topology = pool.with_proxy_protocol(topology)
-    lost = not carried and topology is planned
-    cluster = pool.get(topology, runtime)
-    rng = random.Random(f"{log.seed}/{topology.name}/{exp.id}")
-    history_dir.mkdir(parents=True, exist_ok=True)
-    name = topology.name if cluster.runtime == "processes" else \
-        f"{topology.name}.{cluster.runtime}"
-    with HistoryWriter(history_dir / f"{name}.jsonl") as history:
-        outcome = scenario.run(cluster, topology.as_claimed(), rng, exp.params,
-                               sink=history.write,
-                               check=exp.id)
-    verdict = judge(exp.conditions, outcome.metrics, exp.min_samples, exp.samples,
-                    addresses_carried=not lost, key=outcome.key)
-    if lost:
-        outcome.evidence.append(f"client addresses did not reach {topology.kind}: the "
-                                f"{runtime} runtime cannot carry `source` addresses and "
-                                f"{topology.kind} reads no PROXY protocol (checks keyed on "
-                                f"addresses name the processes runtime)")
-    elif not carried:
-        outcome.evidence.append(f"client addresses travelled as PROXY protocol v1 labels: the "
-                                f"{runtime} runtime cannot carry `source` addresses")
-    log.record(_entry(topology, exp, cluster.runtime, verdict.verdict, verdict.reason,
-                      verdict.samples, outcome.metrics, outcome.evidence))
-    if verdict.verdict != PASS:
-        head = "FAILED" if verdict.verdict == FAIL else "UNKNOWN (the run could not decide)"
-        lines = [f"{topology.name}: {exp.id} {head}: {exp.title}",
-                 f"  {verdict.reason}",
-                 f"  judged {verdict.samples} requests of {scenario.name} "
-                 f"(groups by {outcome.key}: {outcome.metrics.get('groups', 0):g})"]
-        lines += [f"  evidence: {e}" for e in outcome.evidence]
-        lines.append(f"  expected because {exp.citation['document']}: "
-                     f"\"{exp.citation['quote'].strip()}\"")
-        pytest.fail("\n".join(lines), pytrace=False)
+    key = case_key(topology, exp, runtime)
+    result = pool.results.pop(key, None)
+    if result is None:
+        result = execute_check(Case(topology, exp, runtime), pool, log.seed, history_dir)
+    report_result(result, log)
 
 
-def _entry(topology: Topology, exp: Expectation, runtime: str, verdict: str, reason: str,
-           samples: int, metrics: dict, evidence: list[str]) -> dict:
-    scenario = SCENARIOS[exp.scenario]
-    return {
-        "id": exp.id,
-        "title": exp.title,
-        "topology": topology.name,
-        "balancer": topology.kind,
-        "mode": topology.mode,
-        "expected_mode": topology.expect,
-        "runtime": runtime,
-        "suite": exp.suite,
-        "scenario": exp.scenario,
-        "params": {**scenario.params, **exp.params},
-        "verdict": verdict,
-        "reason": reason,
-        "samples": samples,
-        "metrics": metrics,
-        "threshold": [str(c) for c in exp.conditions],
-        "source": exp.source,
-        "citation": exp.citation,
-        "evidence": evidence,
-    }
+def report_result(result: CheckResult, log: CheckLog) -> None:
+    log.versions.update(result.versions)
+    log.topologies.update(result.topologies)
+    if result.error is not None:
+        pytest.fail(f"{result.key} raised:\n{result.error}", pytrace=False)
+    log.record(result.entry)
+    if result.failure:
+        pytest.fail(result.failure, pytrace=False)
+
+
+def history_dir_of(config: pytest.Config) -> Path:
+    """Where the run's histories go: <report-dir>/histories, or a temp dir of pytest's."""
+    if HISTORY_KEY not in config.stash:
+        report_dir = config.getoption("--report-dir")
+        config.stash[HISTORY_KEY] = Path(report_dir) / "histories" if report_dir else \
+            config._tmp_path_factory.mktemp("histories")
+    return config.stash[HISTORY_KEY]
 
 
 def finish(session: pytest.Session, exitstatus: int) -> None:

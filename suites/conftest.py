@@ -27,6 +27,16 @@ def pytest_report_header(config: pytest.Config) -> str:
     return suite.report_header(config)
 
 
+def pytest_runtestloop(session: pytest.Session):
+    return suite.runtestloop(session)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    suite.set_duration(item, outcome.get_result())
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     suite.finish(session, exitstatus)
 
@@ -39,11 +49,11 @@ def check_log(request: pytest.FixtureRequest) -> suite.CheckLog:
 @pytest.fixture(scope="session")
 def cluster_pool(request: pytest.FixtureRequest, check_log: suite.CheckLog):
     pool = suite.ClusterPool(request.config.getoption("--runtime"), check_log)
+    pool.results = request.config.stash.setdefault(suite.RESULTS_KEY, {})
     yield pool
     pool.close()
 
 
 @pytest.fixture(scope="session")
 def history_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    report_dir = request.config.getoption("--report-dir")
-    return Path(report_dir) / "histories" if report_dir else tmp_path_factory.mktemp("histories")
+    return suite.history_dir_of(request.config)

@@ -6,11 +6,12 @@ import socket
 import subprocess
 import time
 
+import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from harness.app.server import make_app
 from harness.app.sessions import SessionStore
+from tests.app_server import serving
 
 
 def test_session_store_new_found_lost():
@@ -28,27 +29,52 @@ def run(coro):
     return asyncio.run(coro)
 
 
+class Client:
+    """aiohttp's session with a base URL, like aiohttp's TestClient."""
+
+    def __init__(self, base: str):
+        self.base = base
+        self.session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+
+    def get(self, path, **kw):
+        return self.session.get(self.base + path, **kw)
+
+    def post(self, path, **kw):
+        return self.session.post(self.base + path, **kw)
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.session.close()
+
+
 def test_cart_over_http():
-    async def scenario():
-        async with TestClient(TestServer(make_app("r7", affinity_cookie="SERVERID"))) as client:
+    with serving(make_app("r7", affinity_cookie="SERVERID")) as base:
+        run(_cart_scenario(base))
+
+
+async def _cart_scenario(base):
+    if True:
+        async with Client(base) as client:
             r = await client.post("/cart?item=tea")
             body = await r.json()
             assert r.headers["X-Replica"] == "r7" and body["replica"] == "r7"
             assert body["state"] == "new" and body["cart"] == ["tea"]
             assert "sid" in r.cookies and r.cookies["SERVERID"].value == "app"
-            r = await client.get("/cart?cacheable=1")
+            sid = r.cookies["sid"].value
+            r = await client.get("/cart?cacheable=1", cookies={"sid": sid})
             body = await r.json()
             assert body["state"] == "found" and body["cart"] == ["tea"]
             assert r.headers["Cache-Control"] == "max-age=60"
             assert body["cookies_seen"]["sid"]
-            r = await client.post("/checkout")
+            r = await client.post("/checkout", cookies={"sid": sid})
             body = await r.json()
             assert body["ordered"] == ["tea"] and body["cart"] == []
             r = await client.get("/cart", cookies={"sid": "never-issued"})
             assert (await r.json())["state"] == "lost"
             r = await client.get("/healthz")
             assert r.status == 200 and r.headers["X-Replica"] == "r7"
-    run(scenario())
 
 
 def test_redis_url_parsing():
@@ -85,10 +111,14 @@ def redis_url(tmp_path):
 def test_replicas_sharing_redis_see_each_others_sessions(redis_url):
     url, redis_proc = redis_url
 
-    async def scenario():
-        one = TestClient(TestServer(make_app("r1", session_store=url)))
-        two = TestClient(TestServer(make_app("r2", session_store=url)))
-        async with one, two:
+    with serving(make_app("r1", session_store=url)) as b1, \
+            serving(make_app("r2", session_store=url)) as b2:
+        run(_shared_store_scenario(b1, b2, redis_proc))
+
+
+async def _shared_store_scenario(b1, b2, redis_proc):
+    if True:
+        async with Client(b1) as one, Client(b2) as two:
             r = await one.post("/cart?item=tea")
             sid = r.cookies["sid"].value
             body = await (await two.post("/cart?item=milk", cookies={"sid": sid})).json()
@@ -107,4 +137,3 @@ def test_replicas_sharing_redis_see_each_others_sessions(redis_url):
             redis_proc.wait()
             r = await two.get("/cart", cookies={"sid": sid})
             assert r.status == 503 and "session store redis://" in (await r.json())["error"]
-    run(scenario())

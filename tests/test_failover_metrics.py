@@ -178,38 +178,20 @@ def test_phase_plans_keep_users_and_addresses_across_phases():
 def test_driver_carries_cookies_cart_and_seq_across_phases():
     """Two phases of one session against a real fixture app on loopback: the second phase
     sends the first phase's cookie and finds its cart; seq numbers continue."""
-    import asyncio
-    import threading
-
-    from aiohttp import web
-
     from harness.app.server import make_app
-    from harness.runtime.net import free_port
     from harness.traffic.plans import SessionPlan, Step
     from harness.traffic.scripted import Driver, SessionCarry
+    from tests.app_server import serving
 
-    port = free_port("127.0.0.1")
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(make_app("r1"))
-    loop.run_until_complete(runner.setup())
-    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(make_app("r1")) as base:
         def plan(*steps):
             return SessionPlan(user="u", session="u", client_ip="127.16.0.1",
                                steps=tuple(Step(m, p) for m, p in steps))
 
         carry: dict[str, SessionCarry] = {}
-        first = Driver(f"http://127.0.0.1:{port}", scenario="x:before").run(
+        first = Driver(base, scenario="x:before").run(
             [plan(("POST", "/cart?item=tea"), ("POST", "/cart?item=jam"))], carry)
-        second = Driver(f"http://127.0.0.1:{port}", scenario="x:back").run(
-            [plan(("GET", "/cart"))], carry)
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
+        second = Driver(base, scenario="x:back").run([plan(("GET", "/cart"))], carry)
     assert [r.seq for r in first + second] == [0, 1, 2]
     assert not first[0].cookies_sent  # a new session: no cookie yet
     assert second[0].cookies_sent["sid"] == first[1].cookies_sent["sid"]

@@ -1,168 +1,245 @@
-"""The fixture app's HTTP shell (aiohttp): one process per replica.
+"""The fixture app's HTTP shell: one process per replica, on the reference proxy's lean
+HTTP/1.1 layer (asyncio and httptools, harness.proxy.http1).
 
     python -m harness.app --id r1 --host 127.0.0.1 --port 8081
 
 Every response carries `X-Replica` and a JSON body naming the replica, the session state
 (new, found or lost), the cart, and the cookies and client-address headers the app received.
+
+Why not aiohttp: a replica starts for every cluster of a conformance run (hundreds of times),
+and aiohttp's import alone cost about 0.24 s of CPU per start and about three times the
+CPU per request; on two cores that was most of what a concurrent run could not overlap.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import time
+from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+from urllib.parse import parse_qsl
 
-from aiohttp import web
+from multidict import CIMultiDict
 
 from harness.app.replay import MODES, PIN_COOKIE, replay_target
 from harness.app.sessions import SessionStore, StoreUnavailable
-from harness.runtime.net import ensure_cluster_host
+from harness.proxy.http1 import ClientConnection, IncomingRequest, Reply
 
 AFFINITY_PLACEHOLDER = "app"
+Handler = Callable[["Request"], Awaitable[Reply]]
 
 
-def make_app(replica_id: str, session_cookie: str = "sid", affinity_cookie: str | None = None,
-             region: str | None = None, replay_mode: str = "", peers: tuple[str, ...] = (),
-             leader: str | None = None, replay_cache_ttl: int = 0,
-             replay_options: str = "", session_store: str = "memory") -> web.Application:
-    store = make_store(session_store)
-    started = {"requests": 0, "replays_issued": 0}
+class Request:
+    """An IncomingRequest with what the handlers ask of it, parsed once."""
 
-    @web.middleware
-    async def fly_replay(request: web.Request, handler):
+    def __init__(self, incoming: IncomingRequest):
+        self.incoming = incoming
+        self.method = incoming.method
+        self.path_qs = incoming.target
+        self.path, _, query = incoming.target.partition("?")
+        self.query = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
+        self.headers = incoming.headers
+        self.cookies = incoming.cookies
+        self.remote = incoming.peer
+
+    def text(self) -> str:
+        return self.incoming.body.decode("utf-8", "replace")
+
+
+def reply(status: int = 200, text: str = "", headers: dict[str, str] | None = None,
+          body: dict | None = None) -> Reply:
+    out = CIMultiDict()
+    out["Date"] = _date()
+    if body is not None:
+        out["Content-Type"] = "application/json; charset=utf-8"
+        data = json.dumps(body).encode()
+    else:
+        out["Content-Type"] = "text/plain; charset=utf-8"
+        data = text.encode()
+    for k, v in (headers or {}).items():
+        out[k] = v
+    return Reply(status, out, data)
+
+
+def set_cookie(r: Reply, name: str, value: str, *, httponly: bool = False,
+               max_age: int | None = None) -> None:
+    r.headers.add("Set-Cookie", f"{name}={value}"
+                  + ("; HttpOnly" if httponly else "")
+                  + (f"; Max-Age={max_age}" if max_age is not None else "") + "; Path=/")
+
+
+_date_cache = [0, ""]
+
+
+def _date() -> str:
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[:] = [now, formatdate(now, usegmt=True)]
+    return _date_cache[1]
+
+
+class App:
+    """The shop: routes and the blueprint's fly-replay middleware over a session store."""
+
+    def __init__(self, replica_id: str, session_cookie: str = "sid",
+                 affinity_cookie: str | None = None, region: str | None = None,
+                 replay_mode: str = "", peers: tuple[str, ...] = (), leader: str | None = None,
+                 replay_cache_ttl: int = 0, replay_options: str = "",
+                 session_store: str = "memory"):
+        self.replica_id = replica_id
+        self.session_cookie = session_cookie
+        self.affinity_cookie = affinity_cookie
+        self.region = region
+        self.replay_mode = replay_mode
+        self.peers = peers
+        self.leader = leader
+        self.replay_cache_ttl = replay_cache_ttl
+        self.replay_options = replay_options
+        self.store = make_store(session_store)
+        self.requests = 0
+        self.replays_issued = 0
+
+    async def handle(self, incoming: IncomingRequest) -> Reply:
+        request = Request(incoming)
+        try:
+            if self.replay_mode:
+                return await self.fly_replay(request)
+            return await self.route(request)
+        except StoreUnavailable as exc:
+            return reply(503, body={"replica": self.replica_id, "error": str(exc)},
+                         headers={"X-Replica": self.replica_id})
+
+    async def route(self, request: Request) -> Reply:
+        path, method = request.path, request.method
+        if path == "/healthz" and method in ("GET", "HEAD"):
+            return reply(text="ok\n", headers={"X-Replica": self.replica_id})
+        if path == "/cart":
+            return await self.cart(request)
+        if path == "/checkout" and method == "POST":
+            return await self.checkout(request)
+        if path == "/" and method in ("GET", "HEAD"):
+            return self.respond(request, {"sessions": await self.store.count(),
+                                          "requests": self.requests,
+                                          "replays_issued": self.replays_issued})
+        return await self.page(request)
+
+    async def fly_replay(self, request: Request) -> Reply:
         """The blueprint's middleware: answer with fly-replay when another replica owns it."""
+        rid = self.replica_id
         if request.path == "/healthz" or "fly-replay-failed" in request.headers:
-            return await handler(request)
-        if replay_mode == "always":
+            return await self.route(request)
+        if self.replay_mode == "always":
             if "fly-replay-src" in request.headers:
-                return await handler(request)
-            started["replays_issued"] += 1
-            return web.Response(status=307, text="replay\n", headers={
-                "fly-replay": replay_options, "X-Replica": replica_id})
+                return await self.route(request)
+            self.replays_issued += 1
+            return reply(307, "replay\n", {"fly-replay": self.replay_options, "X-Replica": rid})
         move_to = request.query.get("move_to")
-        if move_to and move_to != replica_id and replay_mode == "pin-cookie":
+        if move_to and move_to != rid and self.replay_mode == "pin-cookie":
             # The blueprint's app moving a session: replay to the new home and tell the proxy
             # to forget the cached decision for it.
-            started["replays_issued"] += 1
-            return web.Response(status=307, text=f"moving to {move_to}\n", headers={
-                # `state` makes this replay uncacheable, so only the invalidation decides
-                # what the proxy remembers afterwards.
+            self.replays_issued += 1
+            # `state` makes this replay uncacheable, so only the invalidation decides what
+            # the proxy remembers afterwards.
+            return reply(307, f"moving to {move_to}\n", {
                 "fly-replay": f"instance={move_to};state=moved",
-                "fly-replay-cache": "invalidate",
-                "X-Replica": replica_id})
-        target = None if move_to == replica_id else replay_target(
-            replay_mode, replica_id, request.method, request.cookies, session_cookie, peers,
-            leader)
+                "fly-replay-cache": "invalidate", "X-Replica": rid})
+        target = None if move_to == rid else replay_target(
+            self.replay_mode, rid, request.method, request.cookies, self.session_cookie,
+            self.peers, self.leader)
         if target is None:
-            resp = await handler(request)
-            if replay_mode == "pin-cookie":
-                resp.set_cookie(PIN_COOKIE, replica_id, path="/", max_age=6 * 24 * 3600)
+            resp = await self.route(request)
+            if self.replay_mode == "pin-cookie":
+                set_cookie(resp, PIN_COOKIE, rid, max_age=6 * 24 * 3600)
             return resp
-        started["replays_issued"] += 1
-        resp = web.Response(status=307, text=f"replay to {target}\n",
-                            headers={"fly-replay": ";".join(filter(None, [
-                                f"instance={target}", replay_options])),
-                                "X-Replica": replica_id})
-        if replay_cache_ttl:
+        self.replays_issued += 1
+        resp = reply(307, f"replay to {target}\n", {
+            "fly-replay": ";".join(filter(None, [f"instance={target}", self.replay_options])),
+            "X-Replica": rid})
+        if self.replay_cache_ttl:
             resp.headers["fly-replay-cache"] = request.path
-            resp.headers["fly-replay-cache-ttl-secs"] = str(replay_cache_ttl)
+            resp.headers["fly-replay-cache-ttl-secs"] = str(self.replay_cache_ttl)
         return resp
 
-    @web.middleware
-    async def store_errors(request: web.Request, handler):
-        try:
-            return await handler(request)
-        except StoreUnavailable as exc:
-            return web.json_response({"replica": replica_id, "error": str(exc)}, status=503,
-                                     headers={"X-Replica": replica_id})
-
-    app = web.Application(middlewares=[store_errors, *([fly_replay] if replay_mode else [])])
-
-    async def close_store(app: web.Application) -> None:
-        await store.close()
-
-    app.on_cleanup.append(close_store)
-
-    def respond(request: web.Request, body: dict, status: int = 200) -> web.Response:
-        started["requests"] += 1
+    def respond(self, request: Request, body: dict, status: int = 200) -> Reply:
+        self.requests += 1
         body = {
-            "replica": replica_id,
-            "region": region,
+            "replica": self.replica_id,
+            "region": self.region,
             "pid": os.getpid(),
             "path": request.path_qs,
             "cookies_seen": dict(request.cookies),
             "peer": request.remote,
             # Every X-Forwarded-For line, joined: the last hop is what the balancer itself saw
             # (HAProxy's forwardfor adds its own header line, NGINX appends to the value).
-            "x_forwarded_for": ", ".join(request.headers.getall("X-Forwarded-For", [])) or None,
+            "x_forwarded_for": ", ".join(request.headers.getall("X-Forwarded-For", []))
+            or None,
             **body,
         }
-        resp = web.json_response(body, status=status)
-        resp.headers["X-Replica"] = replica_id
+        headers = {"X-Replica": self.replica_id}
         # What the proxy told this replica about replays, for the harness to record.
         for name in ("fly-replay-src", "fly-replay-cache-status", "fly-replay-failed",
                      "fly-preferred-instance-unavailable"):
             if name in request.headers:
-                resp.headers[f"X-Seen-{name}"] = request.headers[name]
-        return resp
+                headers[f"X-Seen-{name}"] = request.headers[name]
+        return reply(status, body=body, headers=headers)
 
-    async def cart(request: web.Request) -> web.Response:
+    def _new_session_cookie(self, resp: Reply, found) -> None:
+        if found.state == "new":
+            set_cookie(resp, self.session_cookie, found.session, httponly=True)
+
+    async def cart(self, request: Request) -> Reply:
         delay = request.query.get("delay_ms")
         if delay and delay.isdigit():
             await asyncio.sleep(min(int(delay), 10_000) / 1000)
-        found = await store.lookup(request.cookies.get(session_cookie))
+        found = await self.store.lookup(request.cookies.get(self.session_cookie))
         if request.method == "POST":
-            item = request.query.get("item") or (await request.text()).strip() or "item"
+            item = request.query.get("item") or request.text().strip() or "item"
             found.cart.append(item[:64])
-            await store.save(found)
-        resp = respond(request, {"session": found.session, "state": found.state,
-                                 "cart": list(found.cart)})
+            await self.store.save(found)
+        resp = self.respond(request, {"session": found.session, "state": found.state,
+                                      "cart": list(found.cart)})
         if request.method == "GET" and request.query.get("cacheable"):
             # Freshness information makes the response cacheable in HTTP's (and HAProxy's) eyes.
             resp.headers["Cache-Control"] = "max-age=60"
-        if found.state == "new":
-            resp.set_cookie(session_cookie, found.session, path="/", httponly=True)
-        if affinity_cookie and affinity_cookie not in request.cookies:
-            resp.set_cookie(affinity_cookie, AFFINITY_PLACEHOLDER, path="/")
+        self._new_session_cookie(resp, found)
+        if self.affinity_cookie and self.affinity_cookie not in request.cookies:
+            set_cookie(resp, self.affinity_cookie, AFFINITY_PLACEHOLDER)
         return resp
 
-    async def checkout(request: web.Request) -> web.Response:
+    async def checkout(self, request: Request) -> Reply:
         """Place the order: the cart empties. An order from a lost session is an empty one."""
-        found = await store.lookup(request.cookies.get(session_cookie))
+        found = await self.store.lookup(request.cookies.get(self.session_cookie))
         ordered = list(found.cart)
         found.cart.clear()
-        await store.save(found)
-        resp = respond(request, {"session": found.session, "state": found.state, "cart": [],
-                                 "ordered": ordered})
-        if found.state == "new":
-            resp.set_cookie(session_cookie, found.session, path="/", httponly=True)
+        await self.store.save(found)
+        resp = self.respond(request, {"session": found.session, "state": found.state,
+                                      "cart": [], "ordered": ordered})
+        self._new_session_cookie(resp, found)
         return resp
 
-    async def healthz(request: web.Request) -> web.Response:
-        return web.Response(text="ok\n", headers={"X-Replica": replica_id})
-
-    async def info(request: web.Request) -> web.Response:
-        return respond(request, {"sessions": await store.count(), "requests": started["requests"],
-                                 "replays_issued": started["replays_issued"]})
-
-    async def page(request: web.Request) -> web.Response:
+    async def page(self, request: Request) -> Reply:
         """Any other path is a page of the shop, seen within the session: replayed traces
         (a browser's HAR, a production log) ask for paths of their own."""
-        found = await store.lookup(request.cookies.get(session_cookie))
-        resp = respond(request, {"session": found.session, "state": found.state,
-                                 "cart": list(found.cart)})
-        if found.state == "new":
-            resp.set_cookie(session_cookie, found.session, path="/", httponly=True)
+        found = await self.store.lookup(request.cookies.get(self.session_cookie))
+        resp = self.respond(request, {"session": found.session, "state": found.state,
+                                      "cart": list(found.cart)})
+        self._new_session_cookie(resp, found)
         return resp
 
-    app.router.add_get("/healthz", healthz)
-    app.router.add_route("*", "/cart", cart)
-    app.router.add_post("/checkout", checkout)
-    app.router.add_get("/", info)
-    app.router.add_route("*", "/{tail:.*}", page)
-    return app
+
+def make_app(replica_id: str, **options) -> App:
+    return App(replica_id, **options)
+
+
+async def start_server(app: App, host: str, port: int) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: ClientConnection(app.handle), host, port,
+                                    reuse_address=True)
 
 
 def make_store(spec: str):
@@ -178,7 +255,19 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)  # unwind so the log is flushed
 
 
+async def _serve(app: App, host: str, port: int, replica_id: str) -> None:
+    server = await start_server(app, host, port)
+    print(json.dumps({"replica": replica_id, "listening": f"{host}:{port}"}), flush=True)
+    try:
+        async with server:
+            await server.serve_forever()
+    finally:
+        await app.store.close()
+
+
 def main(argv: list[str] | None = None) -> None:
+    from harness.runtime.net import ensure_cluster_host
+
     parser = argparse.ArgumentParser(prog="python -m harness.app", description=__doc__)
     parser.add_argument("--id", required=True, help="replica id, e.g. r1")
     parser.add_argument("--host", default="127.0.0.1")
@@ -210,13 +299,15 @@ def main(argv: list[str] | None = None) -> None:
             ensure_cluster_host(parse_url(args.session_store)[0])
         except ValueError as exc:
             parser.error(f"--session-store: {exc}")
-    app = make_app(args.id, args.session_cookie, args.affinity_cookie, args.region,
-                   args.replay_mode, tuple(p for p in args.peers.split(",") if p), args.leader,
-                   args.replay_cache_ttl, args.replay_options, args.session_store)
+    app = make_app(args.id, session_cookie=args.session_cookie,
+                   affinity_cookie=args.affinity_cookie, region=args.region,
+                   replay_mode=args.replay_mode,
+                   peers=tuple(p for p in args.peers.split(",") if p), leader=args.leader,
+                   replay_cache_ttl=args.replay_cache_ttl, replay_options=args.replay_options,
+                   session_store=args.session_store)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    print(json.dumps({"replica": args.id, "listening": f"{args.host}:{args.port}"}), flush=True)
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None,
-                handle_signals=False)
+    with contextlib.suppress(SystemExit, KeyboardInterrupt):
+        asyncio.run(_serve(app, args.host, args.port, args.id))
 
 
 if __name__ == "__main__":

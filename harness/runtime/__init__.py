@@ -10,18 +10,35 @@ clients travel as PROXY protocol labels and the balancer is configured to read t
 
 from __future__ import annotations
 
-from harness.balancers import get_adapter
-from harness.runtime.cluster import Cluster
-from harness.runtime.containers import ContainerCluster
-from harness.runtime.processes import ProcessCluster
-from harness.topology import Topology
+from typing import TYPE_CHECKING, Any
 
-RUNTIMES = {"processes": ProcessCluster, "containers": ContainerCluster}
+if TYPE_CHECKING:
+    from harness.runtime.cluster import Cluster
+    from harness.topology import Topology
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use, so that a replica importing harness.runtime.net does not pay for
+    # the runtimes, the balancers and the docker SDK on every start.
+    if name == "RUNTIMES":
+        from harness.runtime.containers import ContainerCluster
+        from harness.runtime.processes import ProcessCluster
+
+        globals()["RUNTIMES"] = {"processes": ProcessCluster, "containers": ContainerCluster}
+        return globals()["RUNTIMES"]
+    if name in ("ProcessCluster", "ContainerCluster"):
+        runtimes = __getattr__("RUNTIMES")
+        return runtimes["processes" if name == "ProcessCluster" else "containers"]
+    if name == "Cluster":
+        from harness.runtime.cluster import Cluster
+
+        return Cluster
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def carries_client_address(runtime: str, topology: Topology) -> bool:
     """Whether `runtime` gets the simulated client address to the balancer as planned."""
-    check = getattr(RUNTIMES[runtime], "carries_client_address", None)
+    check = getattr(__getattr__("RUNTIMES")[runtime], "carries_client_address", None)
     return True if check is None else bool(check(topology))
 
 
@@ -30,6 +47,9 @@ def runnable(topology: Topology, runtime: str) -> Topology:
     source addresses cannot cross; otherwise the same topology."""
     if carries_client_address(runtime, topology):
         return topology
+    from harness.balancers import get_adapter
+    from harness.topology import Topology
+
     if "proxy-protocol" not in get_adapter(topology.kind).client_ip_transports:
         # It cannot read PROXY headers (Caddy 2.6): its clients keep `source`, and their
         # addresses are lost; the checks that need them name the processes runtime.
@@ -39,9 +59,10 @@ def runnable(topology: Topology, runtime: str) -> Topology:
 
 def start(topology: Topology, runtime: str, **kwargs) -> Cluster:
     """A cluster of `runtime` for `topology` (use it as a context manager)."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIMES)}")
-    return RUNTIMES[runtime](runnable(topology, runtime), **kwargs)
+    runtimes = __getattr__("RUNTIMES")
+    if runtime not in runtimes:
+        raise ValueError(f"unknown runtime {runtime!r}; expected one of {', '.join(runtimes)}")
+    return runtimes[runtime](runnable(topology, runtime), **kwargs)
 
 
 __all__ = ["RUNTIMES", "Cluster", "ContainerCluster", "ProcessCluster", "carries_client_address",
