@@ -49,6 +49,10 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     for kind in ADAPTERS:  # a broken expectation file is named before anything runs
         load_expectations(EXPECTATIONS_DIR / f"{kind}.yaml")
     files = _suite_files(args.suite)
+    if args.jobs is not None and args.jobs != "auto" and \
+            not (args.jobs.isdigit() and int(args.jobs) >= 1):
+        raise InputError(f"expected a whole number of at least 1 or 'auto', got {args.jobs!r}",
+                         key="--jobs")
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     base_dir = Path(args.report_dir or REPORTS / stamp)
@@ -69,7 +73,7 @@ def _conformance_run(args: argparse.Namespace, files: list[str], runtime: str,
                      report_dir: Path) -> int:
     import pytest
 
-    from harness.report.table import print_table
+    from harness.report.table import print_slowest, print_table
 
     report_dir.mkdir(parents=True, exist_ok=True)
     pytest_args = [*files, "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"),
@@ -83,6 +87,8 @@ def _conformance_run(args: argparse.Namespace, files: list[str], runtime: str,
         pytest_args += ["--balancer", kind]
     if args.seed is not None:
         pytest_args += ["--seed", str(args.seed)]
+    if args.jobs is not None:
+        pytest_args += ["--jobs", args.jobs]
     if args.k:
         pytest_args += ["-k", args.k]
     if args.exitfirst:
@@ -95,6 +101,7 @@ def _conformance_run(args: argparse.Namespace, files: list[str], runtime: str,
         return 2 if code == pytest.ExitCode.USAGE_ERROR else 1
     report = json.loads(report_file.read_text())
     print_table(report)
+    print_slowest(report)
     print(f"report: {report_file}\njunit:  {report_dir / 'junit.xml'}")
     if code == pytest.ExitCode.INTERRUPTED:
         return 130
@@ -165,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="how clusters are started (default: processes; all: both, "
                            "reports in <report-dir>/<runtime>/)")
     conf.add_argument("--seed", type=int, default=None, help="rerun with this seed")
+    conf.add_argument("--jobs", "-j", default=None, metavar="N",
+                      help="checks run at once (default: auto, from the cores and what the "
+                           "checks need; 1: one by one, in order)")
     conf.add_argument("--report-dir", default=None, metavar="DIR",
                       help="where to write the report (default: reports/<timestamp>/)")
     conf.add_argument("-k", default=None, metavar="EXPR", help="pytest -k filter on check ids")

@@ -42,6 +42,9 @@ class RequestRecord:
     state: str | None = None  # app's view: new, found, lost
     cart_expected: int | None = None  # items the client believes are in its cart
     cart_seen: int | None = None  # items the app returned
+    # POSTs to the cart since the client last saw it whose outcome it could not see (an
+    # error, or a 5xx from the balancer): each may have been applied before the failure.
+    cart_uncertain: int = 0
     app_cookies_seen: dict[str, str] = field(default_factory=dict)
     # The client address the balancer reported to the app (last X-Forwarded-For hop).
     app_saw_client: str | None = None

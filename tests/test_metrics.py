@@ -31,6 +31,19 @@ def test_state_lost_from_app_or_cart():
     assert not m.state_lost(req("s", 0, "a", state="new"))
 
 
+def test_a_failed_post_may_have_been_applied():
+    """A replica killed after saving a POST and before answering: the client counted one
+    item fewer than the cart holds. Not a loss while the failure explains it; more is."""
+    one_failed = req("s", 1, "b", expected=19, seen=20)
+    one_failed.cart_uncertain = 1
+    assert not m.state_lost(one_failed)
+    assert m.state_lost(req("s", 1, "b", expected=19, seen=20))  # nothing failed before
+    one_failed.cart_seen = 21
+    assert m.state_lost(one_failed)
+    one_failed.cart_seen = 18
+    assert m.state_lost(one_failed)
+
+
 def test_summarize_sticky_and_switching_sessions():
     records = [req("s1", i, "r1", expected=i, seen=i) for i in range(4)]
     records += [req("s2", 0, "r2"), req("s2", 1, "r3", state="lost"), req("s2", 2, "r3"),

@@ -47,11 +47,16 @@ def switches(replicas: list[str]) -> int:
 
 
 def state_lost(r: RequestRecord) -> bool:
-    """The user saw a different cart than the one they built (or the app lost the session)."""
+    """The user saw a different cart than the one they built (or the app lost the session).
+
+    A POST that failed where the client could not see (the replica was killed after saving,
+    before answering) may have been applied: the cart may then hold up to `cart_uncertain`
+    items more than the client counted, and that is not a loss."""
     if r.state == "lost":
         return True
-    return r.cart_seen is not None and r.cart_expected is not None and \
-        r.cart_seen != r.cart_expected
+    if r.cart_seen is None or r.cart_expected is None:
+        return False
+    return not r.cart_expected <= r.cart_seen <= r.cart_expected + r.cart_uncertain
 
 
 def summarize(records: Iterable[RequestRecord], key: str = "session",

@@ -6,8 +6,9 @@ cluster share one cluster, in one *group* run in order by one worker; a check th
 longer than `chunk_s` is cut into chunks, each with its own cluster, so that one topology
 with many slow checks does not set the length of the whole run.
 
-The scheduler hands groups to free workers, longest first (LPT), while the weights of the
-running groups fit in the capacity. A weight is the share of the machine a group keeps busy:
+The scheduler hands groups to free workers, largest first (LPT on weight times length, since
+the capacity is what runs out), while the weights of the running groups fit in the
+capacity. A weight is the share of the machine a group keeps busy:
 checks that measure time or load weigh more, so that fewer run beside them and their
 verdicts stay those of a serial run. A group too heavy to fit still runs, alone.
 """
@@ -45,6 +46,10 @@ class Group:
     def weight(self) -> float:
         return max(j.weight for j in self.jobs)
 
+    def priority(self) -> tuple[float, float, int]:
+        """Sort key: largest area (weight x length) first, then longest, then serial order."""
+        return (-self.weight * self.estimate_s, -self.estimate_s, self.jobs[0].order)
+
 
 def plan_groups(jobs: Iterable[Job], chunk_s: float = 30.0) -> list[Group]:
     """Groups of `jobs`, longest first; within a group jobs keep their serial order."""
@@ -57,7 +62,7 @@ def plan_groups(jobs: Iterable[Job], chunk_s: float = 30.0) -> list[Group]:
             shared.setdefault(job.cluster, []).append(job)
     for members in shared.values():
         groups.extend(_chunks(members, chunk_s))
-    return sorted(groups, key=lambda g: (-g.estimate_s, g.jobs[0].order))
+    return sorted(groups, key=Group.priority)
 
 
 def _chunks(jobs: Sequence[Job], chunk_s: float) -> list[Group]:
@@ -85,15 +90,18 @@ def _chunks(jobs: Sequence[Job], chunk_s: float) -> list[Group]:
 
 class Scheduler:
     """Hands out groups: `take()` the next one a free worker may start now, `done(group)`
-    when it ends. The pending list is kept longest first."""
+    when it ends. The pending list is kept in priority order (largest first)."""
 
-    def __init__(self, groups: Iterable[Group], workers: int, capacity: float = 1.0):
+    def __init__(self, groups: Iterable[Group], workers: int, capacity: float = 1.0,
+                 patience: int = 3):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
-        self.pending = sorted(groups, key=lambda g: (-g.estimate_s, g.jobs[0].order))
+        self.pending = sorted(groups, key=Group.priority)
         self.workers = workers
         self.capacity = capacity
         self.running: list[Group] = []
+        self.patience = patience
+        self._passed: dict[int, int] = {}  # id(group) -> times a lighter one went first
 
     @property
     def finished(self) -> bool:
@@ -103,12 +111,21 @@ class Scheduler:
         return sum(g.weight for g in self.running)
 
     def take(self) -> Group | None:
+        """The group to start now, or None. A group that does not fit may be passed over
+        by lighter ones (backfill) `patience` times; after that nothing else starts until it
+        fits, so that a heavy group is not starved by a stream of light ones."""
         if len(self.running) >= self.workers or not self.pending:
             return None
         room = self.capacity - self.load() + 1e-9
-        chosen = next((g for g in self.pending if g.weight <= room), None)
-        if chosen is None and not self.running:
-            chosen = self.pending[0]  # too heavy to share the machine: it runs alone
+        head = self.pending[0]
+        if head.weight <= room or not self.running:
+            chosen: Group | None = head  # a group too heavy to share the machine runs alone
+        elif self._passed.get(id(head), 0) >= self.patience:
+            return None  # hold the room that frees up for the head
+        else:
+            chosen = next((g for g in self.pending[1:] if g.weight <= room), None)
+            if chosen is not None:
+                self._passed[id(head)] = self._passed.get(id(head), 0) + 1
         if chosen is not None:
             self.pending.remove(chosen)
             self.running.append(chosen)
@@ -122,7 +139,7 @@ class Scheduler:
         if jobs:
             group = Group(tuple(jobs))
             self.pending.append(group)
-            self.pending.sort(key=lambda g: (-g.estimate_s, g.jobs[0].order))
+            self.pending.sort(key=Group.priority)
 
 
 def simulate(groups: Sequence[Group], workers: int, capacity: float = 1.0) -> float:

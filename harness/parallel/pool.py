@@ -54,6 +54,7 @@ class WorkerPool:
                  on_start: Callable[[str], None] = lambda key: None,
                  on_result: Callable[[CheckResult], None] = lambda result: None,
                  on_tick: Callable[[], None] = lambda: None,
+                 on_group: Callable[[Group, float, float], None] = lambda g, wall, cpu: None,
                  should_stop: Callable[[], bool] = lambda: False):
         self.scheduler = scheduler
         self.requests = requests  # key -> what a worker needs to find the check
@@ -61,6 +62,7 @@ class WorkerPool:
         self.runtime = runtime
         self.history_dir = history_dir
         self.on_start, self.on_result, self.on_tick = on_start, on_result, on_tick
+        self.on_group = on_group  # a group ended: its wall and CPU seconds
         self.should_stop = should_stop
         self.events: queue.Queue[tuple[int, dict[str, Any] | None]] = queue.Queue()
         self.workers: dict[int, _Worker] = {}
@@ -149,6 +151,7 @@ class WorkerPool:
             worker.answered.add(result.key)
             self.on_result(result)
         elif message["op"] == "done" and worker.group is not None:
+            self.on_group(worker.group, message.get("wall_s", 0.0), message.get("cpu_s", 0.0))
             self._merge_histories(worker.group_dir)
             self.scheduler.done(worker.group)
             worker.group = None

@@ -39,6 +39,8 @@ class Progress:
     def eta_s(self) -> float | None:
         """Remaining seconds, from the pace so far against the estimates."""
         elapsed = self.clock() - self.began
+        if self.done >= self.total:
+            return 0.0
         if self.done_estimate_s <= 0 or elapsed < 1:
             return None
         rate = self.done_estimate_s / elapsed
@@ -46,8 +48,8 @@ class Progress:
 
     def line(self, key: str, verdict: str, wall_s: float) -> str:
         width = len(str(self.total))
-        return (f"[{self.done:>{width}}/{self.total}] {VERDICT_WORDS.get(verdict, verdict):<7} "
-                f"{wall_s:6.1f}s  {key}")
+        return (f"[{self.done:>{width}}/{self.total}] {self.clock() - self.began:5.0f}s  "
+                f"{VERDICT_WORDS.get(verdict, verdict):<7} {wall_s:5.1f}s  {key}")
 
     def status(self) -> str:
         eta = self.eta_s()

@@ -29,13 +29,15 @@ from harness.parallel.progress import LiveDisplay, Progress
 
 RESULTS_KEY = pytest.StashKey[dict[str, CheckResult]]()
 WALLS_KEY = pytest.StashKey[dict[str, float]]()
-MAX_AUTO_JOBS = 8
+MAX_AUTO_JOBS = 16
 
 
 def auto_jobs(cores: int | None = None) -> int:
-    """Three workers per core (the checks mostly wait on timers), at most MAX_AUTO_JOBS."""
+    """Five workers per core, at most MAX_AUTO_JOBS: most checks wait on timers (a failover
+    check uses a twentieth of the machine), and the weights, not the workers, keep the
+    machine from being saturated."""
     cores = cores or len(os.sched_getaffinity(0))
-    return max(1, min(MAX_AUTO_JOBS, 3 * cores))
+    return max(1, min(MAX_AUTO_JOBS, 5 * cores))
 
 
 def capacity(cores: int | None = None) -> float:
@@ -116,12 +118,23 @@ def _run_checks(session: pytest.Session, items: list[pytest.Item], jobs: int) ->
     estimates = {j.key: j.estimate_s for j in jobs_list}
     groups = plan_groups(jobs_list)
     scheduler = Scheduler(groups, jobs, capacity())
-    progress = Progress(len(items), sum(g.estimate_s for g in groups), jobs)
+    progress = Progress(len(items), sum(j.estimate_s for j in jobs_list), jobs)
     reporter = _Reporter(config, progress, by_key, estimates)
     tr = config.pluginmanager.get_plugin("terminalreporter")
     if tr is not None:
         tr.write_line(f"stickler: {len(items)} checks in {len(groups)} groups on {jobs} "
                       f"workers (--jobs {jobs}; --jobs 1 runs them one by one)")
+
+    log.schedule = {"jobs": jobs, "capacity": scheduler.capacity, "groups": []}
+
+    def on_group(group, wall_s: float, cpu_s: float) -> None:
+        log.schedule["groups"].append({
+            "checks": [j.key for j in group.jobs], "weight": group.weight,
+            "estimate_s": round(group.estimate_s, 2), "wall_s": round(wall_s, 3),
+            "cpu_s": round(cpu_s, 3),
+            "started_s": round(time.monotonic() - began - wall_s, 3)})
+
+    began = time.monotonic()
 
     def on_result(result: CheckResult) -> None:
         results[result.key] = result
@@ -131,12 +144,16 @@ def _run_checks(session: pytest.Session, items: list[pytest.Item], jobs: int) ->
 
     pool = WorkerPool(scheduler, requests, seed=log.seed, runtime=log.runtime,
                       history_dir=history_dir_of(config), on_start=reporter.started,
-                      on_result=on_result, on_tick=reporter.tick)
+                      on_result=on_result, on_tick=reporter.tick, on_group=on_group)
     try:
         pool.run()
         reporter.flush()
     finally:
         reporter.close()
+        # report.json lists the checks in the serial order, however they finished
+        place = {key: i for i, key in enumerate(by_key)}
+        log.checks.sort(key=lambda c: place.get(
+            f"{c['suite']}/{c['runtime']}:{c['topology']}:{c['id']}", len(place)))
 
 
 class _Reporter:

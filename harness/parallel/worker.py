@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -43,7 +45,16 @@ def resolve(check: dict[str, Any], topologies: dict[str, Topology]) -> Case:
                       f"{check['suite']!r}")
 
 
+def cpu_seconds() -> float:
+    """CPU of this process and of its children that have been waited for (the cluster's
+    replicas, balancer and Locust once stopped)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), \
+        resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def run_group(request: dict[str, Any], send) -> None:
+    began_cpu, began = cpu_seconds(), time.monotonic()
     log = CheckLog(seed=request["seed"], runtime=request["runtime"])
     pool = ClusterPool(request["runtime"], log)
     topologies: dict[str, Topology] = {}
@@ -61,7 +72,8 @@ def run_group(request: dict[str, Any], send) -> None:
             send({"op": "result", "result": result.to_dict()})
     finally:
         pool.close()
-    send({"op": "done", "group": request["group"]})
+    send({"op": "done", "group": request["group"], "cpu_s": cpu_seconds() - began_cpu,
+          "wall_s": time.monotonic() - began})
 
 
 def main(stdin: IO[str] = sys.stdin) -> int:

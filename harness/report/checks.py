@@ -25,6 +25,7 @@ class CheckLog:
     checks: list[dict[str, Any]] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
     topologies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    schedule: dict[str, Any] | None = None  # a concurrent run's workers and groups
 
     def record(self, check: dict[str, Any]) -> None:
         self.checks.append(check)
@@ -49,6 +50,7 @@ class CheckLog:
             "topologies": self.topologies,
             "summary": self.summary(),
             "checks": self.checks,
+            **({"schedule": self.schedule} if self.schedule is not None else {}),
         }
 
 

@@ -35,3 +35,22 @@ def print_table(report: dict[str, Any], console: Console | None = None) -> None:
     versions = ", ".join(f"{k} {v}" for k, v in sorted(report["versions"].items()))
     console.print(f"{s['pass']} passed, {s['fail']} failed, {s['unknown']} unknown "
                   f"of {s['total']} checks; {versions}")
+
+
+def slowest(report: dict[str, Any], count: int = 10) -> list[dict[str, Any]]:
+    timed = [c for c in report["checks"] if "wall_s" in c]
+    return sorted(timed, key=lambda c: -c["wall_s"])[:count]
+
+
+def print_slowest(report: dict[str, Any], count: int = 10,
+                  console: Console | None = None) -> None:
+    """The checks that took longest (wall time, cluster start-up included)."""
+    rows = slowest(report, count)
+    if not rows:
+        return
+    console = console or Console()
+    total = sum(c["wall_s"] for c in report["checks"] if "wall_s" in c)
+    console.print(f"slowest {len(rows)} checks (of {total:.0f} s of checks in all):",
+                  highlight=False)
+    for c in rows:
+        console.print(f"  {c['wall_s']:6.1f} s  {c['topology']} {c['id']}", highlight=False)

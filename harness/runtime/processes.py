@@ -78,8 +78,10 @@ class ProcessCluster(ReplicaSetMixin):
         self.layout = Layout(balancer, {}, self.workdir)
         if self.topology.app.session_store == "redis":
             self._start_store()
-        for replica in self.topology.replicas:
-            self._start_replica(replica.id)
+        # All replicas start at once; then each is waited for (start-up is mostly import).
+        waits = [self._launch_replica(replica.id) for replica in self.topology.replicas]
+        for ready in waits:
+            ready()
         self._start_balancer()
 
     def stop(self) -> None:
@@ -269,6 +271,10 @@ class ProcessCluster(ReplicaSetMixin):
                                f"during start-up; its log ({child.log}) ends with:\n{tail}")
 
     def _start_replica(self, rid: str, port: int | None = None) -> None:
+        self._launch_replica(rid, port)()
+
+    def _launch_replica(self, rid: str, port: int | None = None) -> Callable[[], None]:
+        """Spawn replica `rid`; returns what waits until it answers /healthz."""
         assert self.layout
         endpoint = Endpoint(self.host, port or self._new_port())
         cmd = replica_command(
@@ -278,12 +284,16 @@ class ProcessCluster(ReplicaSetMixin):
         child = self._spawn(rid, cmd, endpoint)
         self.replicas[rid] = child
         self.layout.replicas[rid] = endpoint
-        try:
-            wait.until(lambda: wait.http_status(endpoint.host, endpoint.port, "/healthz") == 200,
-                       START_TIMEOUT, f"replica {rid} on {endpoint.address}",
-                       check=lambda: self._check_running(child))
-        except TimeoutError as exc:
-            raise ClusterError(str(exc)) from None
+
+        def ready() -> None:
+            try:
+                wait.until(lambda: wait.http_status(endpoint.host, endpoint.port,
+                                                    "/healthz") == 200,
+                           START_TIMEOUT, f"replica {rid} on {endpoint.address}",
+                           check=lambda: self._check_running(child))
+            except TimeoutError as exc:
+                raise ClusterError(str(exc)) from None
+        return ready
 
     def _write_config(self) -> Path:
         assert self.layout

@@ -216,6 +216,7 @@ class Shopper(User):
         self.left = session_length(self.rng, self.spec)
         self.seq = 0
         self.cart = 0
+        self.cart_uncertain = 0  # failed POSTs since the cart was last seen
         self.jar = CookieJar()
 
     def _next_step(self) -> tuple[str, str]:
@@ -249,7 +250,7 @@ class Shopper(User):
             session=self.session, seq=self.seq, client_ip=wire_ip, transport=TRANSPORT,
             connection="keepalive", method=method, path=path,
             cookies_sent=dict(self.jar.cookies), headers_sent=sent_headers,
-            cart_expected=expected)
+            cart_expected=expected, cart_uncertain=self.cart_uncertain)
         self.sent += 1
         self.seq += 1
         self.left -= 1
@@ -285,6 +286,9 @@ class Shopper(User):
             self.jar.update(record.set_cookies)
             if record.cart_seen is not None:
                 self.cart = record.cart_seen  # the user now sees this cart
+                self.cart_uncertain = 0
+        if record.cart_seen is None and method == "POST" and path.startswith("/cart"):
+            self.cart_uncertain += 1
         if not spec.keep_cookies:
             self.jar.cookies.clear()
         recorder.write(record)

@@ -30,6 +30,7 @@ class SessionCarry:
 
     jar: CookieJar = field(default_factory=CookieJar)
     cart_expected: int = 0
+    cart_uncertain: int = 0  # failed POSTs since the cart was last seen (history.py)
     next_seq: int = 0
 
 
@@ -103,7 +104,7 @@ class Driver:
         jar = carry.jar
         conn: http.client.HTTPConnection | None = None
         records = []
-        cart_expected = carry.cart_expected
+        cart_expected, uncertain = carry.cart_expected, carry.cart_uncertain
         try:
             seq = carry.next_seq - 1
             for step in plan.steps:
@@ -117,9 +118,12 @@ class Driver:
                     conn = self._connect(plan.client_ip)
                 record, conn = self._send(conn, plan, seq, step.method, step.path, jar,
                                           cart_expected)
+                record.cart_uncertain = uncertain
                 if record.cart_seen is not None:
                     # The user now sees this cart, whatever they expected.
-                    cart_expected = record.cart_seen
+                    cart_expected, uncertain = record.cart_seen, 0
+                elif step.method == "POST" and step.path.startswith("/cart"):
+                    uncertain += 1
                 if not plan.keep_cookies:
                     jar.cookies.clear()
                 records.append(record)
@@ -129,6 +133,7 @@ class Driver:
             if conn:
                 conn.close()
             carry.cart_expected, carry.next_seq = cart_expected, seq + 1
+            carry.cart_uncertain = uncertain
         return records
 
     def _connect(self, client_ip: str) -> http.client.HTTPConnection:
