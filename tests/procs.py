@@ -27,6 +27,21 @@ def ancestors() -> set[int]:
     return pids
 
 
+def descends_from(pid: int, ancestor: int) -> bool:
+    """Whether `ancestor` is a parent, grandparent, ... of `pid`."""
+    seen = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat[stat.rfind(")") + 2:].split()[1])
+        if pid == ancestor:
+            return True
+    return False
+
+
 def default_sigint() -> None:
     """preexec_fn: a shell may start us with SIGINT ignored, and Python would then ignore
     Ctrl-C in the child; give it the disposition it has in an interactive terminal."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from harness.balancers import ADAPTERS
-from tests.procs import RUN_MARK, Proc, default_sigint, processes
+from tests.procs import RUN_MARK, Proc, default_sigint, descends_from, processes
 
 pytestmark = pytest.mark.integration
 
@@ -184,11 +184,12 @@ def test_sigint_during_conformance_stops_everything(tmp_path):
                                 stdout=o, stderr=e, stdin=subprocess.DEVNULL,
                                 preexec_fn=default_sigint)
     try:
-        # Wait until this run is starting a cluster: its haproxy child, whose command line
-        # names the config in a stickler-haproxy-* workdir, exists.
+        # Wait until this run is starting a cluster: a haproxy below it (in a worker, in a
+        # concurrent run), whose command line names the config in a stickler-haproxy-*
+        # workdir, exists.
         deadline = time.monotonic() + 30
-        while not any(p.ppid == proc.pid and "stickler-haproxy" in p.cmdline
-                      for p in processes("stickler-haproxy", run).values()):
+        while not any(descends_from(pid, proc.pid) and "stickler-haproxy" in p.cmdline
+                      for pid, p in processes("stickler-haproxy", run).items()):
             assert proc.poll() is None, f"stickler exited early:\n{err.read_text()}"
             assert time.monotonic() < deadline, "no haproxy cluster started within 30 s"
             time.sleep(0.05)

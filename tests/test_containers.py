@@ -341,7 +341,7 @@ def test_sigterm_during_conformance_leaves_no_container(tmp_path, docker_client)
                              "--topology", str(topo), "--report-dir", str(tmp_path / "r")],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             stdin=subprocess.DEVNULL, preexec_fn=default_sigint)
-    mine = {"label": f"stickler.pid={proc.pid}"}
+    mine = {"label": f"stickler.command={proc.pid}"}
     try:
         assert _eventually(lambda: len(docker_client.containers.list(filters=mine)) == 4, 60)
         proc.send_signal(signal.SIGTERM)

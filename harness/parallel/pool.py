@@ -112,7 +112,9 @@ class WorkerPool:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "harness.parallel.worker"], cwd=ROOT,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=reaper.guard_setup)
+                env={reaper.COMMAND_PID_ENV: str(os.getpid()), **os.environ,
+                     "PYTHONUNBUFFERED": "1"},
+                preexec_fn=reaper.guard_setup)
         worker = _Worker(index, proc, stderr_path)
         self.workers[index] = worker
         threading.Thread(target=self._read, args=(index, proc.stdout), daemon=True).start()

@@ -57,6 +57,9 @@ OLD_WORKER_GRACE = 5.0
 PORT = 8080
 WORKDIR = Path("/srv/stickler")  # inside the image (compose/images/node/Dockerfile)
 LABEL_RUN, LABEL_PID, LABEL_HOST = "stickler.run", "stickler.pid", "stickler.host"
+# The `stickler` command a cluster belongs to: in a concurrent run its clusters live in
+# worker processes (LABEL_PID, which owns them), and this names the command the user ran.
+LABEL_COMMAND = "stickler.command"
 LABEL_CLUSTER, LABEL_ROLE = "stickler.cluster", "stickler.role"
 # argv[0] inside the image, per balancer kind (the adapters name the host's binaries).
 BINARIES = {"haproxy": "haproxy", "nginx": "nginx", "caddy": "caddy", "apache": "apache2",
@@ -123,6 +126,7 @@ class ContainerCluster(ReplicaSetMixin):
         self.image = image
         self.run_id = uuid.uuid4().hex[:12]
         self.labels = {LABEL_RUN: self.run_id, LABEL_PID: str(os.getpid()),
+                       LABEL_COMMAND: os.environ.get(reaper.COMMAND_PID_ENV, str(os.getpid())),
                        LABEL_HOST: socket.gethostname(), LABEL_CLUSTER: topology.name}
         self.client = None
         self.network = None
@@ -294,20 +298,29 @@ class ContainerCluster(ReplicaSetMixin):
     def _create_network(self) -> None:
         """A bridge network with a subnet Docker chose as free, declared explicitly so that
         every part can have a fixed address."""
+        from docker.errors import APIError
         from docker.types import IPAMConfig, IPAMPool
 
         name = f"stickler-{self.run_id}"
-        probe = self.client.networks.create(f"{name}-probe", driver="bridge",
-                                            labels=self.labels)
-        try:
-            probe.reload()
-            subnet = probe.attrs["IPAM"]["Config"][0]["Subnet"]
-        finally:
-            probe.remove()
+        for attempt in range(8):
+            probe = self.client.networks.create(f"{name}-probe", driver="bridge",
+                                                labels=self.labels)
+            try:
+                probe.reload()
+                subnet = probe.attrs["IPAM"]["Config"][0]["Subnet"]
+            finally:
+                probe.remove()
+            try:
+                self.network = self.client.networks.create(
+                    name, driver="bridge", labels=self.labels,
+                    ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)]))
+                break
+            except APIError as exc:
+                # Another cluster of a concurrent run took the subnet between the probe
+                # and the create: probe again.
+                if "overlap" not in str(exc).lower() or attempt == 7:
+                    raise
         self.subnet = ipaddress.ip_network(subnet)
-        self.network = self.client.networks.create(
-            name, driver="bridge", labels=self.labels,
-            ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=subnet)]))
         self.network.reload()
         config = self.network.attrs["IPAM"]["Config"][0]
         self.gateway = config.get("Gateway") or str(self.subnet.network_address + 1)
@@ -532,12 +545,14 @@ def _remove(client, filters: dict[str, str],
             keep: Callable[[dict[str, str]], bool] = lambda labels: False
             ) -> list[tuple[str, str]]:
     removed = []
-    for container in client.containers.list(all=True, filters=filters):
-        if keep(container.labels):
+    # The low-level list: the high-level one inspects each container, and a container that
+    # another cluster of a concurrent run removes meanwhile would make it fail (404).
+    for container in client.api.containers(all=True, filters=filters):
+        if keep(container.get("Labels") or {}):
             continue
         with contextlib.suppress(Exception):
-            container.remove(force=True, v=True)
-            removed.append(("container", container.name))
+            client.api.remove_container(container["Id"], force=True, v=True)
+            removed.append(("container", (container.get("Names") or [""])[0].lstrip("/")))
     for network in client.networks.list(filters=filters):
         if keep(network.attrs.get("Labels") or {}):
             continue

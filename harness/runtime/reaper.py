@@ -34,6 +34,8 @@ def _raise_exit(signum: int, frame: object) -> None:
 
 
 OWNER_FILE = "stickler-owner.pid"
+# Set by a concurrent run for its workers: the pid of the `stickler` command they serve.
+COMMAND_PID_ENV = "STICKLER_COMMAND_PID"
 
 
 def claim_dir(path: Path) -> None:
