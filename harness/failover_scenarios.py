@@ -20,8 +20,11 @@ from typing import Any
 
 from harness.analysis import failover as fm
 from harness.analysis import metrics as m
+from harness.app import HEALTH_CHECKS_PATH
+from harness.errors import ClusterError
 from harness.history import FaultRecord, RequestRecord
 from harness.outcome import SUMMARY_METRICS, DrivenScenario, Outcome
+from harness.runtime import wait
 from harness.runtime.cluster import Cluster
 from harness.runtime.store import NAME as STORE
 from harness.topology import Topology
@@ -56,6 +59,26 @@ def phase_steps(rng: random.Random, count: int, interval_s: float,
     return tuple(steps)
 
 
+def await_health_check(cluster: Cluster, target: str, timeout: float = 10.0) -> None:
+    """Return just after the balancer's next active health check reached `target`. A fault
+    then lands at the start of a check interval, not at a point in it that depends on when
+    the cluster started (which varies with the machine's load): what clients see until the
+    next check is then the same in every run."""
+    ep = cluster.replica_endpoint(target)
+
+    def seen() -> int:
+        answer = wait.http_json(ep.host, ep.port, HEALTH_CHECKS_PATH)
+        return int(answer["health_checks"]) if answer else -1
+
+    before = seen()
+    try:
+        wait.until(lambda: seen() > before >= 0, timeout,
+                   f"the balancer's next health check of {target}", interval=0.005)
+    except TimeoutError as exc:
+        raise ClusterError(f"fault_after_check: {exc} (does the topology enable active "
+                           f"health checks?)") from None
+
+
 def phase_plans(rng: random.Random, p: dict[str, Any]) -> dict[str, list[plans.SessionPlan]]:
     """The sessions' plans for each phase (pure, seeded): same users, addresses and
     connection style in all three; the before phase starts by adding to the cart."""
@@ -87,6 +110,8 @@ class FailoverScenario(DrivenScenario):
                              f"{', '.join(RECOVERIES)}; got {p['fault']!r}, {p['recover']!r}")
         if p["target"] not in TARGETS:
             raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {p['target']!r}")
+        if p["fault_after_check"] and p["target"] == STORE:
+            raise ValueError("fault_after_check: the balancer does not health-check the store")
         recover = p["recover"] or FAULTS[p["fault"]]
         phases = phase_plans(rng, p)
         t0 = time.monotonic()
@@ -113,6 +138,8 @@ class FailoverScenario(DrivenScenario):
         pins = fm.pinned(drive(fm.BEFORE))
         shared = p["target"] == STORE
         target = STORE if shared else fm.choose_target(pins)
+        if p["fault_after_check"]:
+            await_health_check(cluster, target)
         began = now()
         getattr(cluster, p["fault"])(target)
         pending = True  # the cluster must be put back, whatever happens next
@@ -139,7 +166,8 @@ class FailoverScenario(DrivenScenario):
 
 _BASE = {"sessions": 9, "before": 3, "during": 8, "back": 5, "interval_s": 0.25,
          "fault": "kill", "recover": "", "settle_s": 1.0, "first_during": "any",
-         "connection": "new", "client_timeout_s": 10.0, "target": "pinned"}
+         "connection": "new", "client_timeout_s": 10.0, "target": "pinned",
+         "fault_after_check": False}
 
 FAILOVER_SCENARIOS = (
     FailoverScenario(

@@ -145,3 +145,30 @@ def test_cookie_is_hmac_of_upstream_reload_and_no_leftovers():
         time.sleep(0.05)
     assert not processes(host) and not processes(str(workdir)), "Caddy outlived its cluster"
     assert not workdir.exists()
+
+
+def test_fault_after_check_waits_for_the_next_active_check():
+    # The failover scenario's `fault_after_check`: it returns just after a health check
+    # reached the replica (the replica's counter moved, and no other check comes for most of
+    # an interval); without active checks it fails, naming the option.
+    from harness.app import HEALTH_CHECKS_PATH
+    from harness.failover_scenarios import await_health_check
+    from harness.runtime import wait
+
+    def checks(cluster, rid: str) -> int:
+        ep = cluster.replica_endpoint(rid)
+        return wait.http_json(ep.host, ep.port, HEALTH_CHECKS_PATH)["health_checks"]
+
+    active = parse_topology("name: t\nbalancer: {kind: caddy, mode: cookie, health_check: "
+                            "{enabled: true, interval_ms: 500}}\nreplicas: 2\n")
+    with ProcessCluster(active) as cluster:
+        before = checks(cluster, "r1")
+        await_health_check(cluster, "r1")
+        after = checks(cluster, "r1")
+        assert after > before
+        time.sleep(0.1)  # a fifth of the interval: the next check is not due yet
+        assert checks(cluster, "r1") == after
+    passive = parse_topology("name: t\nbalancer: {kind: caddy, mode: cookie}\nreplicas: 2\n")
+    with (ProcessCluster(passive) as cluster,
+          pytest.raises(ClusterError, match="fault_after_check.*health check of r1")):
+        await_health_check(cluster, "r1", timeout=1.0)

@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl
 
 from multidict import CIMultiDict
 
+from harness.app import HEALTH_CHECKS_PATH
 from harness.app.replay import MODES, PIN_COOKIE, replay_target
 from harness.app.sessions import SessionStore, StoreUnavailable
 from harness.proxy.http1 import ClientConnection, IncomingRequest, Reply
@@ -103,9 +104,13 @@ class App:
         self.store = make_store(session_store)
         self.requests = 0
         self.replays_issued = 0
+        self.health_checks = 0  # GET/HEAD /healthz so far: the balancer's active checks
 
     async def handle(self, incoming: IncomingRequest) -> Reply:
         request = Request(incoming)
+        if request.path == HEALTH_CHECKS_PATH:
+            # For the harness, straight to the replica: when the balancer last checked it.
+            return reply(body={"replica": self.replica_id, "health_checks": self.health_checks})
         try:
             if self.replay_mode:
                 return await self.fly_replay(request)
@@ -117,6 +122,7 @@ class App:
     async def route(self, request: Request) -> Reply:
         path, method = request.path, request.method
         if path == "/healthz" and method in ("GET", "HEAD"):
+            self.health_checks += 1
             return reply(text="ok\n", headers={"X-Replica": self.replica_id})
         if path == "/cart":
             return await self.cart(request)

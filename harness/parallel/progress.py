@@ -76,14 +76,17 @@ class LiveDisplay:
     def _render(self) -> Any:
         from rich.console import Group
         from rich.progress_bar import ProgressBar
+        from rich.table import Table
         from rich.text import Text
 
         p = self.progress
         now = p.clock()
         running = sorted(p.running.items(), key=lambda kv: kv[1])
         rows = [Text(f"  {now - t:5.0f}s  {key}", style="dim") for key, t in running[:12]]
-        return Group(Text(p.status(), style="bold"),
-                     ProgressBar(total=max(1, p.total), completed=p.done, width=60), *rows)
+        # In a grid, so that the rows after the bar start on lines of their own.
+        bar = Table.grid()
+        bar.add_row(ProgressBar(total=max(1, p.total), completed=p.done, width=60))
+        return Group(Text(p.status(), style="bold"), bar, *rows)
 
     def refresh(self) -> None:
         self.live.update(self._render(), refresh=True)

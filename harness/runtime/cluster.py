@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from harness.topology import Topology
+
+if TYPE_CHECKING:
+    from harness.balancers import Endpoint
 
 
 class Cluster(Protocol):
@@ -17,6 +20,7 @@ class Cluster(Protocol):
     @property
     def replica_ids(self) -> list[str]: ...
 
+    def replica_endpoint(self, replica: str) -> Endpoint: ...  # the harness's way to it, direct
     def versions(self) -> dict[str, str]: ...
     def logs(self, name: str) -> str: ...
 

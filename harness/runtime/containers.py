@@ -208,6 +208,9 @@ class ContainerCluster(ReplicaSetMixin):
 
     # ---- faults ----------------------------------------------------------------------
 
+    def replica_endpoint(self, replica: str) -> Endpoint:
+        return self._replica(replica).published  # its port published on 127.0.0.1
+
     def kill(self, replica: str) -> None:
         node = self._part(replica)
         with contextlib.suppress(Exception):

@@ -128,6 +128,9 @@ class ProcessCluster(ReplicaSetMixin):
 
     # ---- faults ----------------------------------------------------------------------
 
+    def replica_endpoint(self, replica: str) -> Endpoint:
+        return self._replica(replica).endpoint
+
     def kill(self, replica: str) -> None:
         self._kill(self._part(replica))
         self._event("kill", replica)

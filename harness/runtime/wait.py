@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from harness.proxy import proxy_protocol
 
@@ -40,6 +42,20 @@ def http_get(host: str, port: int, path: str = "/", timeout: float = 1.0,
         resp.read()
         return resp
     except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def http_json(host: str, port: int, path: str, timeout: float = 1.0) -> Any:
+    """The JSON body of a GET answered 200 on a new connection, or None."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        resp = conn.getresponse()
+        body = resp.read()
+        return json.loads(body) if resp.status == 200 else None
+    except (OSError, http.client.HTTPException, ValueError):
         return None
     finally:
         conn.close()
