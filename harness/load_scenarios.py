@@ -19,6 +19,7 @@ from harness.analysis import load as lm
 from harness.analysis import metrics as m
 from harness.history import FaultRecord, RequestRecord
 from harness.outcome import SUMMARY_METRICS, DrivenScenario, Outcome
+from harness.runtime import reaper
 from harness.runtime.cluster import Cluster
 from harness.runtime.store import NAME as STORE
 from harness.topology import Topology
@@ -53,12 +54,14 @@ class LoadScenario(DrivenScenario):
             faults.append(FaultStep(p["fault_at"], p["fault"], target))
         original = list(cluster.replica_ids)
         workdir = Path(tempfile.mkdtemp(prefix="stickler-load-"))
+        reaper.claim_dir(workdir)  # swept by a later run if this one is SIGKILLed
         try:
             result = run_load(cluster, profile, duration=p["duration"],
                               seed=rng.randrange(2**31), workdir=workdir,
                               processes=p["processes"], faults=faults)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+            reaper.untrack_dir(workdir)
             _restore(cluster, original)
         requests = [r for r in result.records if isinstance(r, RequestRecord)]
         for r in requests:

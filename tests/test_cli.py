@@ -169,7 +169,11 @@ def test_conformance_nginx_ip_hash_passes_with_seed(tmp_path):
     assert (report_dir / "junit.xml").exists()
 
 
-def test_sigint_during_conformance_stops_everything(tmp_path):
+@pytest.mark.parametrize("signum, to_group", [
+    (signal.SIGINT, False),  # Ctrl-C, sent to stickler alone
+    (signal.SIGHUP, True),  # the terminal closed: every process of the job gets it
+], ids=["sigint", "sighup-to-group"])
+def test_signal_during_conformance_stops_everything(tmp_path, signum, to_group):
     # This run's own temp dir and an environment mark: other harness runs on the machine
     # (a developer's, another checkout's) neither hide a leak nor count as one.
     # (A short path: HAProxy's admin socket lives in the cluster's workdir, and a Unix
@@ -182,7 +186,7 @@ def test_sigint_during_conformance_stops_everything(tmp_path):
                                  "--report-dir", str(tmp_path / "r")], cwd=ROOT,
                                 env={**_env(), "TMPDIR": str(tmp), RUN_MARK: run},
                                 stdout=o, stderr=e, stdin=subprocess.DEVNULL,
-                                preexec_fn=default_sigint)
+                                preexec_fn=default_sigint, process_group=0)
     try:
         # Wait until this run is starting a cluster: a haproxy below it (in a worker, in a
         # concurrent run), whose command line names the config in a stickler-haproxy-*
@@ -193,11 +197,14 @@ def test_sigint_during_conformance_stops_everything(tmp_path):
             assert proc.poll() is None, f"stickler exited early:\n{err.read_text()}"
             assert time.monotonic() < deadline, "no haproxy cluster started within 30 s"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)  # to stickler only, not its process group
+        if to_group:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
         try:
             code = proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            pytest.fail("stickler did not exit within 30 s of SIGINT")
+            pytest.fail(f"stickler did not exit within 30 s of {signal.Signals(signum).name}")
         assert code != 0, out.read_text()
     finally:
         if proc.poll() is None:

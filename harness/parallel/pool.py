@@ -70,8 +70,9 @@ class WorkerPool:
         self._next_worker = 0
 
     def run(self) -> None:
+        reaper.install()  # SIGTERM and SIGHUP become exits here too, so `finally` runs
         scratch = Path(tempfile.mkdtemp(prefix="stickler-jobs-"))
-        reaper.track_dir(scratch)
+        reaper.claim_dir(scratch)
         self.scratch = scratch
         try:
             self._loop()

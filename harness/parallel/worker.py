@@ -81,6 +81,7 @@ def main(stdin: IO[str] = sys.stdin) -> int:
     os.dup2(2, 1)  # a stray print must not break the protocol
     sys.stdout = sys.stderr
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)  # the terminal closed: clean up all the same
     reaper.install()
 
     def send(message: dict[str, Any]) -> None:

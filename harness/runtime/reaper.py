@@ -59,17 +59,19 @@ def sweep_stale_dirs(parent: Path | None = None) -> list[Path]:
 
 
 def install() -> None:
-    """Register the exit hook and the SIGTERM handler (once, from the main thread), and
-    sweep temp dirs that SIGKILLed runs could not remove."""
+    """Register the exit hook and the SIGTERM and SIGHUP handlers (once, from the main
+    thread), and sweep temp dirs that SIGKILLed runs could not remove."""
     global _installed
     if _installed:
         return
     _installed = True
     sweep_stale_dirs()
     atexit.register(reap_all)
-    if threading.current_thread() is threading.main_thread() and \
-            signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, _raise_exit)
+    if threading.current_thread() is threading.main_thread():
+        # SIGHUP too: a closed terminal (or tmux kill-server) must clean up like SIGTERM.
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(signum) in (signal.SIG_DFL, None):
+                signal.signal(signum, _raise_exit)
 
 
 def _die_with_parent(signum: int) -> None:
