@@ -255,7 +255,7 @@ def _sessions(**fixed: Any):
                               initial_cookies=cookies, first=p["first"], extra_headers=extra,
                               pause=(p["pause_after"], p["pause_s"]),
                               move=(p["move_at"], p["move_to"]), body_bytes=p["body_bytes"],
-                              **fixed)
+                              stagger=p["stagger_s"], **fixed)
     return build
 
 
@@ -271,7 +271,7 @@ _BASE = {"sessions": 24, "requests": 12, "connection": "new", "keep_cookies": Tr
          "send_header": False, "forge": "", "first": "POST", "extra_header": "",
          "skip_first": 0, "concurrency": 8, "down": "", "forge_cookie": "",
          "pause_after": 0, "pause_s": 0.0, "move_at": 0, "move_to": "", "region": "",
-         "body_bytes": 0}
+         "body_bytes": 0, "stagger_s": 0.0}
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("cookie-sessions",

@@ -134,3 +134,26 @@ def test_history_roundtrip_and_bad_lines(tmp_path):
     with pytest.raises(InputError) as info:
         list(read_history(path))
     assert info.value.line == 3
+
+
+def test_stagger_starts_sessions_in_order_and_resumes_them_reversed():
+    # Planned times (requests taking no time): session i starts at i * stagger, and comes
+    # back from its pause at pause + (count - 1 - i) * stagger: the reverse order.
+    stagger, pause, count = 0.2, 9.0, 12
+    out = plans.sessions(random.Random(1), count, 6, pause=(3, pause), stagger=stagger)
+    starts, resumes = [], []
+    for plan in out:
+        waits = [float(s.path) for s in plan.steps if s.method == plans.PAUSE]
+        requests = [s for s in plan.steps if s.method != plans.PAUSE]
+        assert len(requests) == 6 and plan.steps[-1].method != plans.PAUSE
+        start = waits[0] if len(waits) == 2 else 0.0
+        starts.append(start)
+        resumes.append(start + waits[-1])
+    assert starts == sorted(starts) and starts[1] == pytest.approx(stagger)
+    assert resumes == sorted(resumes, reverse=True)
+    gaps = [b - a for a, b in zip(resumes[1:], resumes[:-1], strict=True)]
+    assert gaps == pytest.approx([stagger] * 11)
+    assert min(resumes) == pytest.approx(pause)
+    # No stagger: the plans are what they were.
+    assert plans.sessions(random.Random(1), 3, 6, pause=(3, pause))[2].steps[3] == \
+        plans.Step(plans.PAUSE, "9")

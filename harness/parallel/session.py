@@ -213,6 +213,10 @@ class _Reporter:
         finally:
             if writer is not None:
                 writer._file = file
+            if hasattr(self.tr, "currentfspath"):
+                # pytest began a line of letters in the swapped-out file: without this it
+                # would end it in the real one, a blank line after each plain line.
+                self.tr.currentfspath = None
 
     def tick(self, force: bool = False) -> None:
         now = time.monotonic()

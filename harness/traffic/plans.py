@@ -70,6 +70,17 @@ def _paused(steps: tuple[Step, ...], pause: tuple[int, float] | None) -> tuple[S
     return (*steps[:at], Step(PAUSE, f"{seconds:g}"), *steps[at:])
 
 
+def _reversing(pause: tuple[int, float] | None, i: int, count: int,
+               stagger: float) -> tuple[int, float] | None:
+    if not pause or not stagger or pause[1] <= 0:
+        return pause
+    return pause[0], max(0.0, pause[1] + (count - 1 - 2 * i) * stagger)
+
+
+def _staggered(steps: tuple[Step, ...], delay: float) -> tuple[Step, ...]:
+    return (Step(PAUSE, f"{delay:g}"), *steps) if delay > 0 else steps
+
+
 def sessions(rng: random.Random, count: int, length: int, *, prefix: str = "s",
              connection: str = "new", keep_cookies: bool = True,
              header: str | None = None, initial_cookies: dict[str, str] | None = None,
@@ -77,9 +88,15 @@ def sessions(rng: random.Random, count: int, length: int, *, prefix: str = "s",
              first: str = "POST",
              extra_headers: dict[str, str] | None = None,
              pause: tuple[int, float] | None = None,
-             move: tuple[int, str] | None = None, body_bytes: int = 0) -> list[SessionPlan]:
+             move: tuple[int, str] | None = None, body_bytes: int = 0,
+             stagger: float = 0.0) -> list[SessionPlan]:
     """`count` sessions of `length` requests, each from its own /24 unless
-    `same_prefix_group` puts them all in one /24 (varying only the last octet)."""
+    `same_prefix_group` puts them all in one /24 (varying only the last octet).
+
+    With `stagger`, session i starts i * stagger seconds in, and its `pause` is cut so that
+    the sessions come back from it in the reverse order, `stagger` apart: a balancer that
+    balances them again (round robin) then sees them in another order than the first time,
+    whatever the threads' timing."""
     if connection not in ("new", "keepalive"):
         raise ValueError(f"connection must be new or keepalive, got {connection!r}")
     plans = []
@@ -92,7 +109,8 @@ def sessions(rng: random.Random, count: int, length: int, *, prefix: str = "s",
         headers.update(extra_headers or {})
         plans.append(SessionPlan(
             user=f"{prefix}{i}", session=f"{prefix}{i}", client_ip=ip,
-            steps=_paused(_moved(shopper_steps(rng, length, first), move), pause),
+            steps=_staggered(_paused(_moved(shopper_steps(rng, length, first), move),
+                                     _reversing(pause, i, count, stagger)), i * stagger),
             keep_cookies=keep_cookies,
             connection=connection, headers=headers,
             initial_cookies=dict(initial_cookies or {}), body_bytes=body_bytes,
