@@ -14,9 +14,10 @@ class Proc(NamedTuple):
     ppid: int
 
 
-def ancestors() -> set[int]:
-    """This process and its parents: their command lines may mention anything."""
-    pids, pid = set(), os.getpid()
+def ancestors(pid: int | None = None) -> set[int]:
+    """`pid` (default: this process) and its parents: their command lines may mention
+    anything."""
+    pids, pid = set(), pid or os.getpid()
     while pid > 1 and pid not in pids:
         pids.add(pid)
         try:
@@ -29,17 +30,7 @@ def ancestors() -> set[int]:
 
 def descends_from(pid: int, ancestor: int) -> bool:
     """Whether `ancestor` is a parent, grandparent, ... of `pid`."""
-    seen = set()
-    while pid > 1 and pid not in seen:
-        seen.add(pid)
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return False
-        pid = int(stat[stat.rfind(")") + 2:].split()[1])
-        if pid == ancestor:
-            return True
-    return False
+    return pid != ancestor and ancestor in ancestors(pid)
 
 
 def default_sigint() -> None:

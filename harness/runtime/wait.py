@@ -27,10 +27,8 @@ def until(predicate: Callable[[], bool], timeout: float, what: str,
         time.sleep(interval)
 
 
-def http_get(host: str, port: int, path: str = "/", timeout: float = 1.0,
-             proxy_header: bool = False) -> http.client.HTTPResponse | None:
-    """A GET on a new connection (body read), or None when nothing answers. With
-    `proxy_header`, the connection opens with a PROXY v1 line (balancers that require one)."""
+def _get(host: str, port: int, path: str, timeout: float,
+         proxy_header: bool) -> tuple[http.client.HTTPResponse, bytes] | None:
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         if proxy_header:
@@ -39,26 +37,30 @@ def http_get(host: str, port: int, path: str = "/", timeout: float = 1.0,
             conn.sock.sendall(proxy_protocol.encode_v1("127.0.0.1", host, source_port, port))
         conn.request("GET", path, headers={"Connection": "close"})
         resp = conn.getresponse()
-        resp.read()
-        return resp
+        return resp, resp.read()
     except (OSError, http.client.HTTPException):
         return None
     finally:
         conn.close()
 
 
+def http_get(host: str, port: int, path: str = "/", timeout: float = 1.0,
+             proxy_header: bool = False) -> http.client.HTTPResponse | None:
+    """A GET on a new connection (body read), or None when nothing answers. With
+    `proxy_header`, the connection opens with a PROXY v1 line (balancers that require one)."""
+    answer = _get(host, port, path, timeout, proxy_header)
+    return answer[0] if answer else None
+
+
 def http_json(host: str, port: int, path: str, timeout: float = 1.0) -> Any:
     """The JSON body of a GET answered 200 on a new connection, or None."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={"Connection": "close"})
-        resp = conn.getresponse()
-        body = resp.read()
-        return json.loads(body) if resp.status == 200 else None
-    except (OSError, http.client.HTTPException, ValueError):
+    answer = _get(host, port, path, timeout, proxy_header=False)
+    if answer is None or answer[0].status != 200:
         return None
-    finally:
-        conn.close()
+    try:
+        return json.loads(answer[1])
+    except ValueError:
+        return None
 
 
 def http_status(host: str, port: int, path: str = "/", timeout: float = 1.0) -> int | None:
