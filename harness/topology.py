@@ -20,6 +20,7 @@ REPLICA_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 TOP_KEYS = ("name", "description", "balancer", "replicas", "app", "expect", "suites")
 SUITE_NAME = re.compile(r"^[a-z][a-z_]{0,40}$")
 BALANCER_KEYS = ("kind", "mode", "options", "health_check", "client_ip")
+CONFIG_KEYS = ("kind", "config", "backend", "client_ip")  # a config topology's balancer
 APP_KEYS = ("session_cookie", "affinity_cookie", "replay_mode", "leader", "replay_cache_ttl",
             "replay_options", "session_store")
 SESSION_STORES = ("memory", "redis")
@@ -48,6 +49,7 @@ class AppSettings:
     # Where sessions live: each replica's memory, or one Redis all replicas share
     # (harness/runtime/store.py).
     session_store: str = "memory"
+    health_path: str = "/healthz"  # where the balancer's active checks ask
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,9 @@ class Topology:
     source: str | None = None
     description: str = ""
     suites: tuple[str, ...] = ()  # the suites that judge it by default; empty: every suite
+    # The user's own balancer config, rewritten onto the cluster instead of a template
+    # (harness/configs); `mode` and `options` are then what was found in it.
+    config: Any = field(default=None, compare=False)
 
     @property
     def replica_ids(self) -> list[str]:
@@ -95,6 +100,7 @@ class Topology:
             "app": dict(self.app.__dict__),
             "expect": self.expect,
             "suites": list(self.suites),
+            **({"config": self.config.to_dict()} if self.config is not None else {}),
         }
 
     def in_suite(self, suite: str) -> bool:
@@ -181,6 +187,10 @@ def _replicas(doc: Doc, value: Any) -> tuple[Replica, ...]:
 
 def from_doc(doc: Doc) -> Topology:
     data = doc.mapping(doc.data, "", TOP_KEYS)
+    if isinstance(data.get("balancer"), dict) and "config" in data["balancer"]:
+        from harness.configs.topology import config_topology
+
+        return config_topology(doc, data)
     for required in ("balancer", "replicas"):
         if required not in data:
             raise doc.error("", f"missing key {required!r}")

@@ -91,8 +91,10 @@ class App:
                  affinity_cookie: str | None = None, region: str | None = None,
                  replay_mode: str = "", peers: tuple[str, ...] = (), leader: str | None = None,
                  replay_cache_ttl: int = 0, replay_options: str = "",
-                 session_store: str = "memory"):
+                 session_store: str = "memory", health_path: str = "/healthz"):
         self.replica_id = replica_id
+        # Where the balancer's active checks ask (a user's config may name its own path).
+        self.health_path = health_path
         self.session_cookie = session_cookie
         self.affinity_cookie = affinity_cookie
         self.region = region
@@ -119,9 +121,16 @@ class App:
             return reply(503, body={"replica": self.replica_id, "error": str(exc)},
                          headers={"X-Replica": self.replica_id})
 
+    def is_health_check(self, path: str, method: str) -> bool:
+        """GET or HEAD /healthz, or the config's own check path (at `/`, only HAProxy's
+        default check, OPTIONS /: GET / is the shop's front page)."""
+        if path == "/healthz":
+            return method in ("GET", "HEAD")
+        return path == self.health_path and (method == "OPTIONS" or path != "/")
+
     async def route(self, request: Request) -> Reply:
         path, method = request.path, request.method
-        if path == "/healthz" and method in ("GET", "HEAD"):
+        if self.is_health_check(path, method):
             self.health_checks += 1
             return reply(text="ok\n", headers={"X-Replica": self.replica_id})
         if path == "/cart":
@@ -137,7 +146,8 @@ class App:
     async def fly_replay(self, request: Request) -> Reply:
         """The blueprint's middleware: answer with fly-replay when another replica owns it."""
         rid = self.replica_id
-        if request.path == "/healthz" or "fly-replay-failed" in request.headers:
+        if self.is_health_check(request.path, request.method) or \
+                "fly-replay-failed" in request.headers:
             return await self.route(request)
         if self.replay_mode == "always":
             if "fly-replay-src" in request.headers:
@@ -292,6 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--session-store", default="memory", metavar="memory|redis://HOST:PORT",
                         help="where sessions live: this replica's memory (default) or a "
                              "Redis shared by all replicas")
+    parser.add_argument("--health-path", default="/healthz",
+                        help="answer and count the balancer's health checks here too")
     args = parser.parse_args(argv)
     try:
         ensure_cluster_host(args.host)
@@ -310,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
                    replay_mode=args.replay_mode,
                    peers=tuple(p for p in args.peers.split(",") if p), leader=args.leader,
                    replay_cache_ttl=args.replay_cache_ttl, replay_options=args.replay_options,
-                   session_store=args.session_store)
+                   session_store=args.session_store, health_path=args.health_path)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with contextlib.suppress(SystemExit, KeyboardInterrupt):
         asyncio.run(_serve(app, args.host, args.port, args.id))

@@ -77,6 +77,8 @@ class Layout:
     # Where the harness's clients connect from: the hop whose PROXY header or
     # X-Forwarded-For is believed (in containers, the Docker network's gateway).
     trusted: str = "127.0.0.0/8"
+    # More listening addresses, for a user's config with several (harness/configs).
+    extra: list[Endpoint] = field(default_factory=list)
 
 
 class Adapter:
@@ -122,7 +124,12 @@ class Adapter:
         return r"version\s+(\S+)"
 
     def render(self, topology: Topology, layout: Layout) -> str:
-        """The balancer's config file text for this topology and these addresses."""
+        """The balancer's config file text for this topology and these addresses: from
+        the template, or for a config topology the user's file rewritten (harness/configs)."""
+        if topology.config is not None:
+            from harness.configs import rewrite
+
+            return rewrite(topology.config, topology, layout).text
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(TEMPLATES)),
             undefined=jinja2.StrictUndefined,

@@ -26,6 +26,8 @@ def replica_command(topology: Topology, rid: str, *, host: str = "0.0.0.0", port
         cmd += ["--replay-cache-ttl", str(app.replay_cache_ttl)]
     if app.replay_options:
         cmd += ["--replay-options", app.replay_options]
+    if app.health_path != "/healthz":
+        cmd += ["--health-path", app.health_path]
     if store_url:
         cmd += ["--session-store", store_url]
     return cmd

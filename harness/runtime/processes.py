@@ -76,6 +76,9 @@ class ProcessCluster(ReplicaSetMixin):
         self.host = net.cluster_address()
         balancer = Endpoint(self.host, self._new_port())
         self.layout = Layout(balancer, {}, self.workdir)
+        if self.topology.config is not None:  # a user's config with more listeners
+            self.layout.extra = [Endpoint(self.host, self._new_port())
+                                 for _ in range(self.topology.config.listeners - 1)]
         if self.topology.app.session_store == "redis":
             self._start_store()
         # All replicas start at once; then each is waited for (start-up is mostly import).
@@ -307,8 +310,14 @@ class ProcessCluster(ReplicaSetMixin):
                                capture_output=True, text=True, timeout=30,
                                env=self._balancer_env())
         if check.returncode != 0:
+            message = (check.stdout + check.stderr).strip()
+            if self.topology.config is not None:
+                from harness.configs import explain, rewrite
+
+                message = explain(message, str(candidate),
+                                  rewrite(self.topology.config, self.topology, self.layout))
             raise ClusterError(f"{self.adapter.kind} rejected the rendered config {candidate}:\n"
-                               f"{(check.stdout + check.stderr).strip()}")
+                               f"{message}")
         candidate.replace(config)
         return config
 

@@ -1,0 +1,231 @@
+"""A user's own balancer config (harness/configs): what is found in it and how it is
+rewritten onto a cluster. Pure parts, on files written here (the balancers' own checks,
+`haproxy -c` and `nginx -t`, run in test_config_check.py)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness.balancers.base import Endpoint, Layout
+from harness.configs import Server, haproxy, nginx, replica_id
+from harness.configs.topology import build
+from harness.errors import InputError
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "configs"
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def layout_for(ids, tmp_path, extra=0) -> Layout:
+    return Layout(Endpoint("127.0.0.7", 8000),
+                  {rid: Endpoint("127.0.0.7", 9000 + i) for i, rid in enumerate(ids)},
+                  tmp_path, extra=[Endpoint("127.0.0.7", 8100 + i) for i in range(extra)])
+
+
+HAPROXY_BASIC = """\
+    global
+        daemon
+        chroot /var/lib/haproxy
+        maxconn 100
+    defaults
+        mode http
+        timeout connect 2s
+        timeout client 10s
+        timeout server 10s
+    frontend www
+        bind :80
+        bind :8080
+        default_backend app
+    backend app
+        cookie SRV insert indirect nocache
+        option redispatch
+        server a 10.0.0.1:80 check cookie alpha
+        server b 10.0.0.2:80 check cookie beta weight 3
+        server c 10.0.0.3:80 check backup
+    backend other
+        server o 10.9.9.9:80
+"""
+
+
+def test_haproxy_cookie_insert_found_with_servers_and_failover(tmp_path):
+    config = haproxy.read(write(tmp_path, "haproxy.cfg", HAPROXY_BASIC), None, check=False)
+    assert config.backend == "app"
+    assert [s.name for s in config.servers] == ["a", "b", "c"]
+    assert config.replica_ids == ["alpha", "beta", "c"]
+    assert config.mode == "cookie-insert"
+    assert config.options["cookie"] == "SRV"
+    assert config.options["indirect"] and config.options["nocache"]
+    assert config.options["redispatch"] is True
+    assert config.options["connect_timeout_ms"] == 2000
+    assert config.health_check["enabled"] is True
+    assert config.listeners == 2
+    assert any("c" in f.message and f.severity == "warning" for f in config.findings)
+
+
+def test_haproxy_rewrite_replaces_servers_binds_and_isolation_only(tmp_path):
+    config = haproxy.read(write(tmp_path, "haproxy.cfg", HAPROXY_BASIC), None, check=False)
+    topology = build(config, name="t")
+    result = haproxy.rewrite(config, topology, layout_for(topology.replica_ids, tmp_path, 1))
+    text = result.text
+    assert "10.0.0.1" not in text and "10.0.0.2" not in text
+    assert "server a 127.0.0.7:9000 check cookie alpha" in text
+    assert "server b 127.0.0.7:9001 check cookie beta weight 3" in text
+    assert "server c 127.0.0.7:9002 check backup" in text
+    assert "bind 127.0.0.7:8000" in text and "bind 127.0.0.7:8100" in text
+    assert "server o 127.0.0.7:9" in text  # not under test: a closed port
+    assert "daemon" not in text and "chroot" not in text
+    assert "maxconn 100" in text  # left as the user wrote it
+    assert f"default-path origin {tmp_path}" in text
+    # A line of the rewrite maps back to the user's line.
+    lines = text.splitlines()
+    at = next(i for i, ln in enumerate(lines, 1) if "cookie SRV insert" in ln)
+    assert result.origin[at] == ("haproxy.cfg", 15)
+
+
+def test_haproxy_scale_up_copies_first_server_with_own_cookie(tmp_path):
+    config = haproxy.read(write(tmp_path, "haproxy.cfg", HAPROXY_BASIC), None, check=False)
+    topology = build(config, name="t", replicas=4)
+    assert topology.replica_ids == ["alpha", "beta", "c", "r1"]
+    text = haproxy.rewrite(config, topology, layout_for(topology.replica_ids, tmp_path, 1)).text
+    assert "server r1 127.0.0.7:9003 check cookie r1 weight 3" not in text
+    assert "server r1 127.0.0.7:9003 check cookie r1" in text
+
+
+def test_haproxy_stick_table_is_unjudged_with_why(tmp_path):
+    path = write(tmp_path, "haproxy.cfg", """\
+        defaults
+            mode http
+        frontend f
+            bind :80
+            default_backend app
+        backend app
+            stick-table type ip size 1m expire 30m
+            stick on src
+            server a 10.0.0.1:80
+            server b 10.0.0.2:80
+    """)
+    config = haproxy.read(path, None, check=False)
+    assert config.mode is None
+    assert [f.severity for f in config.findings if f.severity == "unjudged"] == ["unjudged"]
+    assert "stick" in config.mechanism
+
+
+@pytest.mark.parametrize("text, message", [
+    ("defaults\n mode tcp\nfrontend f\n bind :80\n default_backend app\nbackend app\n"
+     " server a 10.0.0.1:80\n", "mode tcp"),
+    ("defaults\n mode http\nfrontend f\n bind :80\n use_backend app if TRUE\nbackend app\n"
+     " server a 10.0.0.1:80\n", "no frontend sends its requests to app by default"),
+    ("defaults\n mode http\nfrontend f\n bind :80\n default_backend app\nbackend app\n"
+     " server-template w 3 app.local:80\n", "server-template"),
+    ("defaults\n mode http\nfrontend f\n bind :80\n default_backend app\nbackend app\n",
+     "no backend or listen section has server lines"),
+])
+def test_haproxy_refusals_name_file_and_line(tmp_path, text, message):
+    path = write(tmp_path, "haproxy.cfg", text)
+    with pytest.raises(InputError) as err:
+        haproxy.read(path, None, check=False)
+    assert message in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_haproxy_backend_must_be_named_when_several_are_defaults(tmp_path):
+    path = write(tmp_path, "haproxy.cfg", """\
+        defaults
+            mode http
+        frontend f
+            bind :80
+            default_backend one
+        frontend g
+            bind :81
+            default_backend two
+        backend one
+            server a 10.0.0.1:80
+        backend two
+            server b 10.0.0.2:80
+    """)
+    with pytest.raises(InputError, match="backend"):
+        haproxy.read(path, None, check=False)
+    assert haproxy.read(path, "two", check=False).backend == "two"
+
+
+NGINX_HASH = """\
+    user www-data;
+    pid /run/nginx.pid;
+    events { worker_connections 64; }
+    http {
+        upstream app {
+            hash $cookie_sid consistent;
+            server 10.0.0.1:8080 max_fails=2 fail_timeout=5s;
+            server 10.0.0.2:8080 max_fails=2 fail_timeout=5s;
+            keepalive 8;
+        }
+        upstream api { server 10.0.1.1:9000; }
+        server {
+            listen 80;
+            location / { proxy_pass http://app; proxy_next_upstream error timeout http_502; }
+            location /api/ { proxy_pass http://api; }
+            location /ext/ { proxy_pass http://203.0.113.5:80; }
+        }
+    }
+"""
+
+
+def test_nginx_cookie_hash_found(tmp_path):
+    config = nginx.read(write(tmp_path, "nginx.conf", NGINX_HASH), None, check=False)
+    assert config.backend == "app"
+    assert config.mode == "cookie-hash"
+    assert config.options["cookie"] == "sid" and config.options["consistent"] is True
+    assert config.options["next_upstream"] == ("error", "timeout", "http_502")
+    assert config.health_check == {"enabled": True, "max_fails": 2, "fail_timeout_s": 5}
+    assert config.replica_ids == ["r1", "r2"]
+
+
+def test_nginx_rewrite_keeps_upstream_options_and_closes_other_targets(tmp_path):
+    config = nginx.read(write(tmp_path, "nginx.conf", NGINX_HASH), None, check=False)
+    topology = build(config, name="t")
+    text = nginx.rewrite(config, topology, layout_for(topology.replica_ids, tmp_path)).text
+    assert "server 127.0.0.7:9000 max_fails=2 fail_timeout=5s;" in text
+    assert "keepalive 8;" in text
+    assert "listen 127.0.0.7:8000;" in text
+    assert "server 127.0.0.7:9;" in text  # upstream api, not under test
+    assert "proxy_pass http://127.0.0.7:9;" in text  # /ext/, not under test
+    assert "203.0.113.5" not in text and "10.0." not in text
+    assert "/run/nginx.pid" not in text and "www-data" not in text
+
+
+def test_nginx_plain_hash_warns_about_scale_up(tmp_path):
+    path = write(tmp_path, "nginx.conf", NGINX_HASH.replace(" consistent", ""))
+    config = nginx.read(path, None, check=False)
+    assert config.options["consistent"] is False
+    assert any("consistent" in f.message and f.severity == "warning" for f in config.findings)
+
+
+def test_nginx_upstream_not_reached_by_location_root_is_refused(tmp_path):
+    path = write(tmp_path, "nginx.conf", NGINX_HASH.replace("location / {", "location /x/ {"))
+    with pytest.raises(InputError, match="no `location /` passes"):
+        nginx.read(path, "app", check=False)
+
+
+def test_replica_ids_from_cookie_value_then_name():
+    assert replica_id(Server("web_1", "x", ("cookie", "s1"), 1), 0) == "s1"
+    assert replica_id(Server("Web_1", "x", ("cookie", "S 1"), 1), 0) == "web-1"
+    assert replica_id(Server("10.0.0.1:80", "x", (), 1), 2) == "r3"
+
+
+def test_fixture_configs_are_never_written(tmp_path):
+    """Reading and rewriting leave the user's file byte for byte as it was."""
+    import hashlib
+
+    path = FIXTURES / "haproxy" / "acl-routing" / "haproxy.cfg"
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    config = haproxy.read(path, None, check=False)
+    topology = build(config, name="t")
+    haproxy.rewrite(config, topology, layout_for(topology.replica_ids, tmp_path))
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
