@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from harness.analysis.verdicts import FAIL, PASS, judge
-from harness.expectations import Expectation
+from harness.expectations import Expectation, expectations_for, requirements_for
 from harness.history import HistoryWriter
 from harness.report.checks import CheckLog
 from harness.runtime import RUNTIMES, carries_client_address, runnable
@@ -93,6 +93,17 @@ class ClusterPool:
             _, cluster = self.current
             self.current = None
             cluster.__exit__(None, None, None)
+
+
+def checks_for(topology: Topology, suite: str | None = None) -> list[Expectation]:
+    """The checks that judge a topology in `suite`: the expectations of the mode it is
+    expected to behave as, and for a user's own config the requirements too."""
+    options = when_options(topology)
+    found = expectations_for(topology.kind, topology.expect, options, suite) \
+        if topology.expect else []
+    if topology.config is not None:
+        found += requirements_for(options, suite)
+    return found
 
 
 def when_options(topology: Topology) -> dict:

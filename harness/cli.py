@@ -207,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_record_parser(sub)
 
+    from harness.config_cli import add_parsers as add_config_parsers
+
+    add_config_parsers(sub)
+
     up = sub.add_parser("up", help="start a topology and keep it running until Ctrl-C")
     up.add_argument("topology", metavar="FILE")
     up.add_argument("--runtime", default="processes", choices=["processes", "containers"])

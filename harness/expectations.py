@@ -18,6 +18,10 @@ from harness.topology import APP_KEYS
 from harness.yamlsrc import Doc, load
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "expectations"
+# What a user wants of session affinity, whatever the mechanism: judged on the user's own
+# configs (config topologies) beside the expectations of the mechanism found in them.
+REQUIREMENTS = "requirements"
+ANY = "any"
 OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
        ">": operator.gt, "<": operator.lt}
 # `<metric> <op> <number>`, or `<metric> <op> <metric>` (e.g. status_503 == failed_requests)
@@ -92,6 +96,8 @@ class Expectation:
         # An expectation is about the in-memory app unless it names another session store:
         # a shared store changes what a switch of replica costs.
         store = "app.session_store"
+        if self.balancer == ANY:  # a requirement: any mechanism, any store
+            return all(same(options.get(k), v) for k, v in self.when.items())
         if options.get(store, "memory") != self.when.get(store, "memory"):
             return False
         return mode in self.modes and all(same(options.get(k), v) for k, v in self.when.items())
@@ -110,6 +116,11 @@ def _expectation(doc: Doc, i: int, item: Any, kind: str) -> Expectation:
     if not isinstance(modes, list) or not modes:
         raise doc.error(f"{path}.modes", "expected a non-empty list of modes")
     for j, mode in enumerate(modes):
+        if kind == ANY:
+            if modes != [ANY]:
+                raise doc.error(f"{path}.modes", "expected [any]: a requirement holds for "
+                                "every mechanism")
+            break
         if mode not in ADAPTERS[kind].modes:
             raise doc.error(f"{path}.modes[{j}]", f"unknown {kind} mode {mode!r}; expected one "
                             f"of: {', '.join(sorted(ADAPTERS[kind].modes))}")
@@ -144,6 +155,11 @@ def _expectation(doc: Doc, i: int, item: Any, kind: str) -> Expectation:
     if not isinstance(when, dict):
         raise doc.error(f"{path}.when", "expected a mapping of topology options to values")
     for key in when:
+        if kind == ANY:
+            if not key.startswith("app.") or key.removeprefix("app.") not in APP_KEYS:
+                raise doc.error(f"{path}.when.{key}", "a requirement's `when` names app "
+                                "settings only (app.<key>)")
+            continue
         is_option = any(key in ADAPTERS[kind].modes[mode].options for mode in modes)
         is_health = (key.startswith("health_check.")
                      and key.removeprefix("health_check.") in ADAPTERS[kind].health_check_keys)
@@ -162,7 +178,8 @@ def _expectation(doc: Doc, i: int, item: Any, kind: str) -> Expectation:
     if samples not in scenario.metrics:
         raise doc.error(f"{path}.samples", f"scenario {scenario.name} has no metric {samples!r}")
     return Expectation(
-        id=f"{kind}.{item['id']}", balancer=kind, title=str(item["title"]),
+        id=f"{'requirement' if kind == ANY else kind}.{item['id']}", balancer=kind,
+        title=str(item["title"]),
         modes=tuple(modes), suite=str(item.get("suite", "stickiness")),
         scenario=scenario.name, params=params, conditions=tuple(conditions),
         min_samples=min_samples, source=item["source"], citation=dict(citation),
@@ -186,7 +203,7 @@ def load_expectations(path: str | Path) -> list[Expectation]:
     if not isinstance(data, dict) or "balancer" not in data or "behaviours" not in data:
         raise doc.error("", "expected a mapping with keys 'balancer' and 'behaviours'")
     kind = data["balancer"]
-    if kind not in ADAPTERS:
+    if kind not in ADAPTERS and kind != ANY:
         raise doc.error("balancer", f"unknown balancer kind {kind!r}; expected one of: "
                         f"{', '.join(sorted(ADAPTERS))}")
     if not isinstance(data["behaviours"], list):
@@ -215,3 +232,12 @@ def expectations_for(kind: str, mode: str, options: dict[str, Any] | None = None
     # Suites ask once per topology: parse each file once (until it changes).
     return [e for e in _load_cached(str(path), path.stat().st_mtime_ns)
             if e.applies_to(mode, options or {}) and (suite is None or e.suite == suite)]
+
+
+def requirements_for(options: dict[str, Any] | None = None, suite: str | None = None,
+                     directory: Path = EXPECTATIONS_DIR) -> list[Expectation]:
+    """The requirements (fixtures/expectations/requirements.yaml) that judge a user's
+    config in `suite`, whatever its mechanism."""
+    path = directory / f"{REQUIREMENTS}.yaml"
+    return [e for e in _load_cached(str(path), path.stat().st_mtime_ns)
+            if e.applies_to("", options or {}) and (suite is None or e.suite == suite)]

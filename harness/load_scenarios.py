@@ -8,6 +8,7 @@ so expectations, verdicts and reports treat them alike.
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -35,6 +36,16 @@ SCALE_METRICS = ("old_sessions_moved_to_new", "new_sessions_after_add",
 FAULT_OPS = ("", "kill", "pause", "add")
 
 
+def _replica(topology: Topology, target: str) -> str:
+    """`target` as a replica id; `r<n>` also names the n-th replica, for topologies whose
+    ids are not r1, r2, ... (a user's config names its servers)."""
+    ids = topology.replica_ids
+    if target in ids or not re.fullmatch(r"r[1-9][0-9]?", target):
+        return target
+    n = int(target[1:])
+    return ids[n - 1] if n <= len(ids) else target
+
+
 @dataclass(frozen=True)
 class LoadScenario(DrivenScenario):
 
@@ -50,7 +61,7 @@ class LoadScenario(DrivenScenario):
         profile = load_profile(PROFILES / f"{p['profile']}.yaml")
         faults = []
         if p["fault"]:
-            target = None if p["fault"] == "add" else p["target"]
+            target = None if p["fault"] == "add" else _replica(topology, p["target"])
             faults.append(FaultStep(p["fault_at"], p["fault"], target))
         original = list(cluster.replica_ids)
         workdir = Path(tempfile.mkdtemp(prefix="stickler-load-"))

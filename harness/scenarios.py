@@ -71,6 +71,33 @@ def _drive_scale_up(cluster: Cluster, session_plans: list[plans.SessionPlan],
     return before + after
 
 
+def _drive_scale_up_sessions(cluster: Cluster, session_plans: list[plans.SessionPlan],
+                             driver: Callable[[str], Driver]) -> list[RequestRecord]:
+    """Sessions run; a replica is added; they go on with their cookies and carts; the
+    replica is removed again afterwards."""
+    before = driver(":before").run(session_plans)
+    jars = m.final_cookies(before)
+    carts = {r.session: r.cart_seen or 0 for r in before}  # records are in session order
+    added = cluster.add_replica()
+    try:
+        going_on = [dataclasses.replace(p, initial_cookies=jars.get(p.session, {}),
+                                        cart_before=carts.get(p.session, 0))
+                    for p in session_plans]
+        after = driver(":after").run(going_on)
+    finally:
+        cluster.remove_replica(added)
+    return before + after
+
+
+def _scale_sessions_extra(records: list[RequestRecord], p: dict,
+                          t: Topology) -> dict[str, float]:
+    before = [r for r in records if r.scenario.endswith(":before")]
+    after = [r for r in records if r.scenario.endswith(":after")]
+    new = {r.replica for r in after} - {r.replica for r in before}
+    return m.remap_metrics(before, after, "session", new.pop() if len(new) == 1 else "",
+                           settled=True)
+
+
 def _drive_drain(cluster: Cluster, session_plans: list[plans.SessionPlan],
                  driver: Callable[[str], Driver]) -> list[RequestRecord]:
     """Half the sessions run; the replica most of them ended on is drained; they go on
@@ -310,6 +337,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              {**_BASE, "sessions": 60, "requests": 2, "send_header": True},
              SUMMARY_METRICS + REMAP_METRICS, _sessions(), key="client_ip",
              extra=_remap_extra, drive=_drive_scale_up),
+    Scenario("scale-up-sessions",
+             "shoppers that keep their cookies; a replica is added while they shop, and they "
+             "go on with their cookies and carts; the replica is removed afterwards",
+             {**_BASE, "sessions": 36, "requests": 4},
+             SUMMARY_METRICS + REMAP_METRICS, _sessions(), extra=_scale_sessions_extra,
+             drive=_drive_scale_up_sessions),
     Scenario("drain-sessions",
              "cookie-keeping sessions; the replica most of them are on is drained; they go on "
              "beside as many new sessions; the replica is undrained afterwards",

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.check import Case, CheckResult, ClusterPool, case_key, execute_check, when_options
-from harness.expectations import Expectation, expectations_for
+from harness.check import Case, CheckResult, ClusterPool, case_key, checks_for, execute_check
+from harness.expectations import Expectation
 from harness.parallel.session import RESULTS_KEY, parse_jobs, runtestloop, set_duration
 from harness.report.checks import CheckLog, write_json_atomic
 from harness.runtime import RUNTIMES
@@ -108,8 +108,7 @@ def _cases(config: pytest.Config, suite: str) -> list[tuple[Topology, Expectatio
     for topology in selected_topologies(config):
         if not (explicit or topology.in_suite(suite)):
             continue  # a sample made for other suites; --topology FILE runs it anyway
-        for exp in expectations_for(topology.kind, topology.expect, when_options(topology),
-                                    suite):
+        for exp in checks_for(topology, suite):
             cases.append((topology, exp))
     return cases
 

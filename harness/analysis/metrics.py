@@ -199,13 +199,16 @@ def first_request_moved(records: Iterable[RequestRecord]) -> dict[str, float]:
 # ---- remapping when the replica set changes ---------------------------------------------
 
 def remap_metrics(before: Iterable[RequestRecord], after: Iterable[RequestRecord], key: str,
-                  new_replica: str) -> dict[str, float]:
+                  new_replica: str, settled: bool = False) -> dict[str, float]:
     """Which keys (clients, sessions) a change of the replica set moved, and where to.
 
     Consistent hashing should move only keys that now belong to the new replica
     (`moved_between_old` == 0) and about 1/n of them; a map-based hash moves most keys.
+    `settled`: compare where a key ended before (its last request) rather than where it
+    began, for sessions whose first request may not be placed yet.
     """
-    first_before = {k: rs[0].replica for k, rs in group(served(before), key).items()}
+    at = -1 if settled else 0
+    first_before = {k: rs[at].replica for k, rs in group(served(before), key).items()}
     first_after = {k: rs[0].replica for k, rs in group(served(after), key).items()}
     common = [k for k in first_before if k in first_after]
     moved = [k for k in common if first_after[k] != first_before[k]]

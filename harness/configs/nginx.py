@@ -36,7 +36,7 @@ CONF_PATHS = ("ssl_certificate", "ssl_certificate_key", "ssl_trusted_certificate
               "ssl_client_certificate", "ssl_dhparam", "ssl_crl", "ssl_password_file",
               "ssl_stapling_file", "ssl_session_ticket_key", "proxy_ssl_certificate",
               "proxy_ssl_certificate_key", "proxy_ssl_trusted_certificate",
-              "auth_basic_user_file")
+              "auth_basic_user_file", "root", "alias")
 PASSES = ("proxy_pass", "fastcgi_pass", "uwsgi_pass", "scgi_pass", "grpc_pass",
           "memcached_pass")
 SERVER_DROPPED_PARAMS = ("resolve", "service=", "route=", "drain")

@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from harness.check import Case, CheckResult, ClusterPool, execute_check, when_options
-from harness.expectations import expectations_for
+from harness.check import Case, CheckResult, ClusterPool, checks_for, execute_check
 from harness.report.checks import CheckLog
 from harness.runtime import reaper
 from harness.topology import Topology, load_topology
@@ -37,8 +36,7 @@ def resolve(check: dict[str, Any], topologies: dict[str, Topology]) -> Case:
     if file not in topologies:
         topologies[file] = load_topology(file)
     topology = topologies[file]
-    for exp in expectations_for(topology.kind, topology.expect, when_options(topology),
-                                check["suite"]):
+    for exp in checks_for(topology, check["suite"]):
         if exp.id == check["expectation"]:
             return Case(topology, exp, check["runtime"])
     raise LookupError(f"{file}: no expectation {check['expectation']!r} in suite "

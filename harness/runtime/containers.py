@@ -118,6 +118,10 @@ class ContainerCluster(ReplicaSetMixin):
     def __init__(self, topology: Topology, *,
                  on_event: Callable[[FaultRecord], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, image: str | None = None):
+        if topology.config is not None:
+            raise ClusterError(f"{topology.name}: a config topology (your own "
+                               f"{topology.kind} config) runs on the processes runtime only "
+                               f"for now; use --runtime processes")
         self.topology = topology
         self.adapter = container_adapter(topology.kind)
         self.on_event = on_event
