@@ -118,8 +118,10 @@ def cmd_topology(args: argparse.Namespace) -> int:
     topologies = [load_topology(f) for f in args.files]  # all validated before any output
     for topology in topologies:
         if args.action == "validate":
-            print(f"{topology.source}: ok ({topology.kind} {topology.mode}, "
-                  f"{len(topology.replicas)} replicas, judged as {topology.expect})")
+            mechanism = topology.mode or topology.config.mechanism
+            print(f"{topology.source}: ok ({topology.kind} {mechanism}, "
+                  f"{len(topology.replicas)} replicas, judged as "
+                  f"{topology.expect or 'no mechanism: the requirements only'})")
         else:
             layout = Layout(Endpoint("127.0.0.1", 8080),
                             {r.id: Endpoint("127.0.0.1", 8081 + i)

@@ -22,7 +22,8 @@ FAILOVER_METRICS = (
     "affected_sessions", "unaffected_sessions", "during_requests", "failed_requests",
     "failed_share", "failed_per_session_max", "transport_errors", "status_502", "status_503",
     "status_504",
-    "failed_gets", "failed_posts", "failed_duration_max", "during_duration_max",
+    "failed_gets", "failed_posts", "served_at_end_share", "failed_duration_max",
+    "during_duration_max",
     "served_by_target_during", "repinned_share", "repin_requests_max", "repin_s_max",
     "new_cookie_share", "state_lost_share", "unaffected_moved", "unaffected_failed",
     "returned_share", "return_s_max", "back_failed", "back_state_loss_share",
@@ -76,6 +77,13 @@ def stable_start(rs: list[RequestRecord], target: str) -> int | None:
     while i > 0 and ok(rs[i - 1]) and rs[i - 1].replica == replica:
         i -= 1
     return i if len(rs) - i >= min(STABLE_RUN, len(rs)) else None
+
+
+def _served_at_end(rs: list[RequestRecord]) -> bool:
+    """Were the last third of a session's requests during the outage all answered 2xx (by
+    whichever replica)? The user is being served again before the server returns."""
+    tail = rs[-max(1, len(rs) // 3):]
+    return bool(tail) and all(ok(r) for r in tail)
 
 
 def replaced_cookie(rs: list[RequestRecord], cookie: str, new: str) -> bool:
@@ -135,6 +143,8 @@ def failover_metrics(records: Iterable[RequestRecord], window: FaultWindow,
         "during_duration_max": max((r.duration for r in hit), default=0.0),
         "served_by_target_during": sum(1 for r in hit if ok(r) and r.replica == window.target),
         "repinned_share": len(repin_requests) / n if n else 0.0,
+        "served_at_end_share": sum(1 for s in affected if _served_at_end(during.get(s, [])))
+        / n if n else 0.0,
         "repin_requests_max": max(repin_requests, default=-1),
         "repin_s_max": max(repin_s, default=-1.0),
         "new_cookie_share": new_cookie / len(repin_requests) if repin_requests else 0.0,

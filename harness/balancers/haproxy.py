@@ -61,4 +61,4 @@ class HAProxy(Adapter):
                 for key in ("maxidle_s", "maxlife_s") if options.get(key, 0) < 0}
 
     def check_command(self, config: Path, layout: Layout) -> list[str]:
-        return [self.which(), "-c", "-q", "-f", str(config)]
+        return [self.which(), "-c", "-f", str(config)]  # no -q: its errors are the message

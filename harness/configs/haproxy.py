@@ -211,6 +211,11 @@ def detect(model: Model, path: Path, backend_name: str | None) -> UserConfig:
     else:
         chosen = None
         why = f"balance {algo} without a cookie has no checks yet"
+    table = section.last("stick-table")
+    if table is not None and "peers" not in table.words:
+        findings.append(Finding("warning", "stick-table without `peers`: a reload (a new "
+                                "server, any config change) starts with an empty table, and "
+                                "every session is balanced afresh", table.no))
     if chosen is None:
         findings.append(Finding("unjudged", f"{mechanism}: {why}", (cookie or balance
                                                                     or section.header).no))
@@ -318,6 +323,7 @@ def rewrite(config: UserConfig, topology: Topology, layout: Layout) -> Rewrite:
     for line in model.preamble:
         emit(line.raw, line.no)
     if not any(s.kind == "global" for s in model.sections):
+        emit("global")
         _global_tail(emit, layout, config)
         notes.append("added a global section (pidfile, stats socket, log to stderr)")
     for section in model.sections:
@@ -327,6 +333,14 @@ def rewrite(config: UserConfig, topology: Topology, layout: Layout) -> Rewrite:
             if section.kind == "global" and kw in GLOBAL_DROPPED:
                 notes.append(f"line {line.no}: dropped `{line.raw.strip()}` (the run keeps "
                              f"its own pid, sockets and logs, in its directory)")
+                continue
+            if section.kind == "global" and kw == "maxconn" and len(line.words) > 1 and \
+                    line.words[1].isdigit() and int(line.words[1]) > _maxconn_cap():
+                cap = _maxconn_cap()
+                emit(line.replace_word(1, str(cap)), line.no)
+                notes.append(f"line {line.no}: maxconn {line.words[1]} -> {cap} (this "
+                             f"machine's open-file limit allows no more; HAProxy would not "
+                             f"start)")
                 continue
             if kw == "bind" and section.kind in ("frontend", "listen"):
                 ep = bind_port.get(id(line))
@@ -363,6 +377,15 @@ def rewrite(config: UserConfig, topology: Topology, layout: Layout) -> Rewrite:
     notes.append("frontends: added `http-after-response set-header X-Stickler-Config` "
                  "(how a reload is seen to be done)")
     return Rewrite("\n".join(out) + "\n", notes, origin)
+
+
+def _maxconn_cap() -> int:
+    """The largest global maxconn HAProxy can start with here: it needs about two file
+    descriptors per connection, under the hard open-file limit."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 1_000_000 if hard == resource.RLIM_INFINITY else max(hard // 2 - 100, 256)
 
 
 def _global_tail(emit, layout: Layout, config: UserConfig) -> None:

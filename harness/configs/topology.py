@@ -9,12 +9,13 @@ file (harness/configs), so the expectations of the mechanism the config really h
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from harness.balancers import ADAPTERS, option_default
-from harness.configs import KINDS, UserConfig, detect_kind, read_config
+from harness.configs import KINDS, Finding, UserConfig, detect_kind, read_config
 from harness.errors import InputError
 from harness.topology import (
     CONFIG_KEYS,
@@ -103,6 +104,10 @@ def build(config: UserConfig, *, name: str, replicas: int | None = None,
         options = {k: options.get(k, option_default(d)) for k, d in spec.options.items()}
         if spec.app_session_cookie_from:
             session_cookie = options[spec.app_session_cookie_from]
+    if options.get("cookie") == session_cookie and mode.startswith("cookie-insert"):
+        config = dataclasses.replace(config, findings=(*config.findings, Finding(
+            "warning", f"the affinity cookie {session_cookie} is also your app's session "
+            f"cookie: the balancer's value takes the place of the app's", None)))
     affinity = None
     if mode and adapter.modes[mode].app_affinity_cookie_from:
         affinity = options[adapter.modes[mode].app_affinity_cookie_from]
