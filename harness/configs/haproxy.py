@@ -4,10 +4,19 @@ and rewritten onto a cluster (servers, binds, isolation), every change noted."""
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.configs import CLOSED_PORT, Finding, Rewrite, Server, UserConfig, server_for
+from harness.configs import (
+    CLOSED_PORT,
+    Finding,
+    Rewrite,
+    Server,
+    UserConfig,
+    explain,
+    server_for,
+)
 from harness.configs.haproxy_model import Line, Model, Section, parse, time_ms
 from harness.errors import InputError
 
@@ -24,17 +33,30 @@ SERVER_DROPPED = {"resolvers": 1, "resolve-prefer": 1, "resolve-net": 1, "init-a
 NOT_LOCAL_SOCKETS = ("unix@", "abns@", "fd@", "sockpair@", "/")
 
 
-def validate(path: Path) -> None:
-    """`haproxy -c` on the user's file, in its folder (so its relative paths resolve)."""
-    from harness.balancers import get_adapter
+def validate(config: UserConfig) -> None:
+    """`haproxy -c` on the config as it would run (rewritten onto a throwaway layout: the
+    servers' names need not resolve here), its complaints mapped back to the user's lines."""
+    from harness.balancers import Endpoint, Layout, get_adapter
+    from harness.configs.topology import build
 
-    binary = get_adapter("haproxy").which()
-    done = subprocess.run([binary, "-c", "-f", str(path)], capture_output=True, text=True,
-                          timeout=30, cwd=path.parent)
+    adapter = get_adapter("haproxy")
+    with tempfile.TemporaryDirectory(prefix="stickler-haproxy-c-") as tmp:
+        work = Path(tmp)
+        topology = build(config, name="check")
+        layout = Layout(Endpoint("127.0.0.1", 1), {
+            rid: Endpoint("127.0.0.1", 2 + i) for i, rid in enumerate(topology.replica_ids)},
+            work, extra=[Endpoint("127.0.0.1", 100 + i) for i in range(config.listeners)])
+        result = rewrite(config, topology, layout)
+        candidate = work / "haproxy.cfg"
+        candidate.write_text(result.text)
+        done = subprocess.run(adapter.check_command(candidate, layout), capture_output=True,
+                              text=True, timeout=30, cwd=config.folder)
     if done.returncode != 0:
-        message = "\n".join(ln for ln in (done.stdout + done.stderr).splitlines()
-                            if "ALERT" in ln or "error" in ln.lower()) or done.stderr.strip()
-        raise InputError(f"haproxy -c rejects this config:\n{message}", file=str(path))
+        lines = [ln for ln in (done.stdout + done.stderr).splitlines()
+                 if "ALERT" in ln or "error" in ln.lower()] or [done.stderr.strip()]
+        raise InputError("haproxy -c rejects this config:\n"
+                         + explain("\n".join(lines), str(candidate), result),
+                         file=str(config.path))
 
 
 def read(path: Path, backend: str | None, check: bool = True) -> UserConfig:
@@ -42,9 +64,10 @@ def read(path: Path, backend: str | None, check: bool = True) -> UserConfig:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read: {exc}", file=str(path)) from None
+    config = detect(parse(text, str(path)), path, backend)
     if check:
-        validate(path)
-    return detect(parse(text, str(path)), path, backend)
+        validate(config)
+    return config
 
 
 def _choose(model: Model, backend: str | None, file: str) -> Section:
@@ -286,7 +309,11 @@ def _health(section: Section, defaults: Section | None,
         if value:
             params[key] = value
     return {"enabled": checked, "interval_ms": time_ms(params.get("inter", "2s")) or 2000,
-            "fall": int(params.get("fall", 3)), "rise": int(params.get("rise", 2))}
+            "fall": _int(params.get("fall", "3"), 3), "rise": _int(params.get("rise", "2"), 2)}
+
+
+def _int(text: str, default: int) -> int:
+    return int(text) if text.isdigit() else default
 
 
 def _client_ip(frontend: Section, bind: Line) -> str:

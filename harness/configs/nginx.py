@@ -70,6 +70,11 @@ def _ms(text: str) -> int:
     return int(match[1]) * TIME_UNITS_MS[match[2] or ""] if match else 0
 
 
+def _int(text: str, default: int) -> int:
+    """A number as written, or `default` (`nginx -t` then names what is wrong with it)."""
+    return int(text) if text.isdigit() else default
+
+
 def read(path: Path, backend: str | None, check: bool = True) -> UserConfig:
     if not path.is_file():
         raise InputError("no such file", file=str(path))
@@ -207,14 +212,14 @@ def detect(parsed: list[Directive], path: Path, backend: str | None) -> UserConf
     next_upstream = _effective("proxy_next_upstream", chain, ["error", "timeout"])
     options.update(
         next_upstream=tuple(next_upstream),
-        next_upstream_tries=int(_effective("proxy_next_upstream_tries", chain, ["0"])[0]),
+        next_upstream_tries=_int(_effective("proxy_next_upstream_tries", chain, ["0"])[0], 0),
         next_upstream_timeout_ms=_ms(_effective("proxy_next_upstream_timeout", chain,
                                                 ["0"])[0]),
         connect_timeout_ms=_ms(_effective("proxy_connect_timeout", chain, ["0"])[0]),
         read_timeout_ms=_ms(_effective("proxy_read_timeout", chain, ["0"])[0]),
     )
     first = servers[0]
-    max_fails = int(first.param("max_fails") or 1)
+    max_fails = _int(first.param("max_fails") or "1", 1)
     fail_timeout = _ms(first.param("fail_timeout") or "10s") // 1000
     health = {"enabled": max_fails > 0, "max_fails": max(max_fails, 1),
               "fail_timeout_s": fail_timeout}

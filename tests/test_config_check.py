@@ -1,0 +1,166 @@
+"""The user's own configs end to end: every fixture under fixtures/configs/ judged by the
+requirements, with the verdicts each is known to earn; `stickler check` and `stickler
+inspect` on them; configs the balancer itself rejects refused with its own message; the
+user's files never written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import ROOT, stickler
+
+pytestmark = pytest.mark.integration
+
+CONFIGS = ROOT / "fixtures" / "configs"
+REQUIREMENTS = ("sessions-kept", "sessions-spread", "dead-server-users-served",
+                "scale-up-moves-only-to-new")
+# fixture (topology name) -> the requirements it fails; every other one that applies passes.
+EXPECTED_FAILURES = {
+    "haproxy-acl-routing": set(),
+    "haproxy-keepalive-source-consistent": set(),
+    "haproxy-listen-cookie-prefix": set(),
+    "haproxy-cookie-collides": {"sessions-kept"},
+    "haproxy-no-failover": {"dead-server-users-served"},
+    "haproxy-source-map-based": {"scale-up-moves-only-to-new"},
+    "haproxy-stick-table-no-peers": {"scale-up-moves-only-to-new"},
+    "nginx-cookie-hash-shared-sessions": set(),
+    "nginx-roundrobin-keepalive-shared": set(),
+    "nginx-cookie-hash-memory": {"sessions-kept"},
+    "nginx-ip-hash-behind-cdn": {"sessions-spread"},
+    "nginx-ip-hash-scale-up": {"scale-up-moves-only-to-new"},
+    "nginx-next-upstream-off": {"dead-server-users-served"},
+}
+# With a shared session store a move costs nothing: the scale-up requirement does not apply.
+SHARED_STORE = {"nginx-cookie-hash-shared-sessions", "nginx-roundrobin-keepalive-shared",
+                "nginx-ip-hash-behind-cdn", "nginx-next-upstream-off"}
+
+
+def topology_files() -> list[Path]:
+    return sorted(CONFIGS.glob("*/*/topology.yaml"))
+
+
+def user_files() -> dict[Path, str]:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(CONFIGS.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory) -> dict:
+    """One conformance run of the requirements over every fixture config (concurrently),
+    with the fixture files' checksums before and after."""
+    before = user_files()
+    report_dir = tmp_path_factory.mktemp("configs") / "report"
+    seed = random.SystemRandom().randrange(2**31)
+    args = ["conformance", "-k", "requirement", "--report-dir", str(report_dir),
+            "--seed", str(seed)]
+    for f in topology_files():
+        args += ["--topology", str(f)]
+    proc = stickler(*args, timeout=900)
+    report = json.loads((report_dir / "report.json").read_text())
+    return {"proc": proc, "report": report, "before": before, "after": user_files(),
+            "seed": seed}
+
+
+def test_every_fixture_has_expected_verdicts():
+    names = {f.parent.parent.name + "-" + f.parent.name for f in topology_files()}
+    assert names == set(EXPECTED_FAILURES)
+    misconfigured = [n for n, fails in EXPECTED_FAILURES.items() if fails]
+    assert len(misconfigured) >= 6
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_FAILURES))
+def test_fixture_verdicts(judged, name):
+    checks = {c["id"].removeprefix("requirement."): c for c in judged["report"]["checks"]
+              if c["topology"] == name}
+    expected = set(REQUIREMENTS) - ({"scale-up-moves-only-to-new"} if name in SHARED_STORE
+                                    else set())
+    assert set(checks) == expected, f"seed {judged['seed']}: {sorted(checks)}"
+    verdicts = {rid: c["verdict"] for rid, c in checks.items()}
+    want = {rid: "fail" if rid in EXPECTED_FAILURES[name] else "pass" for rid in expected}
+    assert verdicts == want, (f"seed {judged['seed']}: " + "; ".join(
+        f"{rid}: {c['reason']}" for rid, c in checks.items() if c["verdict"] != want[rid]))
+
+
+def test_user_files_never_written(judged):
+    assert judged["before"] == judged["after"]
+    assert judged["proc"].returncode == 1  # the misconfigured ones fail
+
+
+def test_check_passes_a_good_config_and_keeps_the_rewrite(tmp_path):
+    config = CONFIGS / "haproxy" / "listen-cookie-prefix" / "haproxy.cfg"
+    proc = stickler("check", str(config), "-k", "requirement and sessions",
+                    "--report-dir", str(tmp_path / "r"), timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "affinity: cookie JSESSIONID prefix nocache with balance roundrobin" in proc.stdout
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["config"]["judged_as"] == "cookie-prefix"
+    assert {c["verdict"] for c in report["checks"]} == {"pass"}
+    rewritten = (tmp_path / "r" / "rewritten-haproxy.cfg").read_text()
+    assert "10.2.0.1" not in rewritten and "cookie JSESSIONID prefix nocache" in rewritten
+    assert "tomcat1" in (tmp_path / "r" / "rewrite-notes.txt").read_text()
+
+
+def test_check_fails_a_misconfigured_one_naming_the_check(tmp_path):
+    config = CONFIGS / "haproxy" / "cookie-collides" / "haproxy.cfg"
+    proc = stickler("check", str(config), "-k", "sessions-kept",
+                    "--report-dir", str(tmp_path / "r"), timeout=300)
+    assert proc.returncode == 1
+    assert "FAIL cookie-collides requirement.sessions-kept" in proc.stdout
+    assert "also your app's session cookie" in proc.stdout  # the finding, before the run
+
+
+def test_check_says_unknown_where_no_mechanism_applies(tmp_path):
+    config = CONFIGS / "haproxy" / "stick-table-no-peers" / "haproxy.cfg"
+    proc = stickler("check", str(config), "-k", "sessions-kept",
+                    "--report-dir", str(tmp_path / "r"), timeout=300)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "UNKNOWN stick-table-no-peers haproxy.conformance: stick" in proc.stdout
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["summary"]["unknown"] == 1 and report["summary"]["pass"] == 1
+
+
+def test_inspect_json_names_mechanism_servers_and_checks():
+    proc = stickler("inspect", str(CONFIGS / "nginx" / "ip-hash-scale-up" / "nginx.conf"),
+                    "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["mechanism"] == "ip_hash" and data["judged_as"] == "ip-hash"
+    assert [s["address"] for s in data["servers"]] == ["10.4.0.1:8080", "10.4.0.2:8080",
+                                                       "10.4.0.3:8080"]
+    ids = {c["id"] for c in data["checks"]["apply"]}
+    assert "nginx.ip-hash.sticky-by-address" in ids
+    assert "requirement.scale-up-moves-only-to-new" in ids
+    assert data["checks"]["other_mechanisms"]["cookie-hash"] >= 1
+
+
+@pytest.mark.parametrize("kind, name, text, message", [
+    ("haproxy", "haproxy.cfg",
+     "defaults\n    mode http\nfrontend f\n    bind :80\n    default_backend app\n"
+     "backend app\n    balance nosuchalgo\n    server a 10.0.0.1:80\n",
+     "haproxy.cfg:7"),
+    ("nginx", "nginx.conf",
+     "events {}\nhttp {\n    upstream app { server 10.0.0.1:80 max_fails=x; }\n"
+     "    server { listen 80; location / { proxy_pass http://app; } }\n}\n",
+     "nginx.conf:3"),
+])
+def test_config_the_balancer_rejects_is_refused_with_its_message(tmp_path, kind, name, text,
+                                                                 message):
+    path = tmp_path / name
+    path.write_text(text)
+    proc = stickler("check", str(path), "--report-dir", str(tmp_path / "r"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr, proc.stderr
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+    assert path.read_text() == text
+
+
+def test_unknown_backend_is_refused_naming_those_there(tmp_path):
+    config = CONFIGS / "haproxy" / "acl-routing" / "haproxy.cfg"
+    proc = stickler("inspect", str(config), "--backend", "nope")
+    assert proc.returncode == 2
+    assert "no backend or listen section 'nope'" in proc.stderr and "app" in proc.stderr
