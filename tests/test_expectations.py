@@ -164,3 +164,21 @@ def test_runtimes_without_source_addresses_get_the_proxy_protocol_instead():
     carried = pool.with_proxy_protocol(source)
     assert carried.client_ip == "proxy-protocol" and carried.name == source.name
     assert pool.with_proxy_protocol(source) is carried  # one cluster for all its checks
+
+
+def test_requirements_hold_for_any_mechanism_and_name_their_checks():
+    from harness.expectations import requirements_for
+
+    memory = {e.id for e in requirements_for({"app.session_store": "memory"})}
+    shared = {e.id for e in requirements_for({"app.session_store": "redis"})}
+    assert "requirement.sessions-kept" in memory & shared
+    # A move costs nothing with a shared store: the scale-up requirement does not apply.
+    assert memory - shared == {"requirement.scale-up-moves-only-to-new"}
+
+
+def test_a_requirement_must_hold_for_any_mode(tmp_path):
+    path = tmp_path / "requirements.yaml"
+    path.write_text(GOOD.replace("balancer: haproxy", "balancer: any"))
+    with pytest.raises(InputError) as info:
+        load_expectations(path)
+    assert "expected [any]" in str(info.value)

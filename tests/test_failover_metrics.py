@@ -205,7 +205,7 @@ def test_every_failover_check_and_sample_topology_meet():
     from pathlib import Path
 
     from harness.expectations import EXPECTATIONS_DIR, expectations_for, load_expectations
-    from harness.suite import when_options
+    from harness.check import when_options
     from harness.topology import load_topology
 
     topologies = Path(__file__).resolve().parents[1] / "fixtures" / "topologies"
@@ -219,3 +219,13 @@ def test_every_failover_check_and_sample_topology_meet():
         ids = {e.id for e in load_expectations(EXPECTATIONS_DIR / f"{kind}.yaml")
                if e.suite == "failover"}
         assert ids and ids <= used, f"checks that select no sample: {sorted(ids - used)}"
+
+
+@pytest.mark.parametrize("during, share", [
+    ([503, 503, "r2", "r3", "r2", "r3"], 1.0),  # served again (round robin) before the end
+    ([503, "r2", "r2", "r2", "r2", 503], 0.0),  # still failing at the end of the outage
+    ([503] * 6, 0.0),
+])
+def test_served_at_end_is_the_last_third_answered_by_anyone(during, share):
+    m = failover_metrics(session("a", ["r1"] * 3, during, ["r1"]), WINDOW)
+    assert m["served_at_end_share"] == share

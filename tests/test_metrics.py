@@ -151,3 +151,24 @@ def test_final_cookies_apply_the_last_set_cookie():
     records = [req("a", 0, "r1", set_cookies=["SRV=r1; Path=/"]),
                req("a", 1, "r1", cookies={"SRV": "r1"}, set_cookies=["sid=abc"])]
     assert m.final_cookies(records) == {"a": {"SRV": "r1", "sid": "abc"}}
+
+
+def test_remap_settled_compares_where_a_session_ended():
+    from harness.analysis.metrics import remap_metrics
+    from harness.history import RequestRecord
+
+    def r(session, seq, replica, scenario):
+        rec = RequestRecord(t=seq, duration=0.1, scenario=scenario, user=session,
+                            session=session, seq=seq, client_ip="127.16.0.1",
+                            transport="source", connection="new", method="GET", path="/")
+        rec.status, rec.replica = 200, replica
+        return rec
+
+    # s1's first request was placed elsewhere (no cookie yet), then it settled on r2.
+    before = [r("s1", 0, "r1", "x:before"), r("s1", 1, "r2", "x:before"),
+              r("s2", 0, "r3", "x:before")]
+    after = [r("s1", 2, "r2", "x:after"), r("s2", 1, "r4", "x:after")]
+    first = remap_metrics(before, after, "session", "r4")
+    settled = remap_metrics(before, after, "session", "r4", settled=True)
+    assert first["moved_between_old"] == 1 and settled["moved_between_old"] == 0
+    assert settled["moved_to_new"] == 1

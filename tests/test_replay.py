@@ -288,3 +288,11 @@ def test_record_between_clients_and_a_balancer_then_replay(tmp_path):
                  "fixtures/topologies/haproxy-cookie-insert.yaml", "--speed", "max",
                  "--report-dir", str(tmp_path / "r")])
     assert code == 0
+
+
+@pytest.mark.parametrize("failed, reruns, runs", [(10, 10, 4), (9, 10, 6), (6, 10, 14),
+                                                  (1, 10, 50), (0, 10, 50), (4, 3, 3)])
+def test_a_regression_replays_until_a_flaky_failure_would_show(failed, reruns, runs):
+    from harness.trace.regression import runs_needed
+
+    assert runs_needed(failed, reruns) == runs
