@@ -204,8 +204,8 @@ def test_every_failover_check_and_sample_topology_meet():
     that no check selects would be dead weight."""
     from pathlib import Path
 
-    from harness.expectations import EXPECTATIONS_DIR, expectations_for, load_expectations
     from harness.check import when_options
+    from harness.expectations import EXPECTATIONS_DIR, expectations_for, load_expectations
     from harness.topology import load_topology
 
     topologies = Path(__file__).resolve().parents[1] / "fixtures" / "topologies"
