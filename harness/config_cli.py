@@ -11,12 +11,14 @@ from typing import Any
 
 import yaml
 
+from harness.configs import KINDS
 from harness.errors import InputError
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", metavar="CONFIG", help="your haproxy.cfg or nginx.conf")
-    p.add_argument("--kind", choices=["haproxy", "nginx"],
+    p.add_argument("config", metavar="CONFIG",
+                   help="your haproxy.cfg, nginx.conf or Caddyfile (or Caddy JSON)")
+    p.add_argument("--kind", choices=list(KINDS),
                    help="the balancer the config is for (default: from its name)")
     p.add_argument("--backend", metavar="NAME",
                    help="the backend (HAProxy) or upstream (NGINX) to test; may be left out "
@@ -70,7 +72,8 @@ def _topology_doc(args: argparse.Namespace, path: Path, name: str) -> dict[str, 
 
 def _name(path: Path) -> str:
     """A topology name for a config: its folder for a file named for the balancer."""
-    stem = path.parent.name if path.stem.lower() in ("haproxy", "nginx") else path.stem
+    stem = path.parent.name if path.stem.lower() in ("haproxy", "nginx", "caddyfile", "caddy") \
+        else path.stem
     return re.sub(r"[^a-z0-9-]+", "-", stem.lower()).strip("-")[:40] or "config"
 
 
@@ -152,11 +155,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def render_text(d: dict[str, Any]) -> str:
     lines = [f"{d['file']} ({d['kind']}): backend {d['backend']}, {len(d['servers'])} servers"]
     for s in d["servers"]:
-        lines.append(f"  line {s['line']}: {s['name']} {s['address']} {' '.join(s['params'])}"
-                     f"  -> replica {s['replica']}")
+        where = f"line {s['line']}: " if s["line"] else ""
+        lines.append(f"  {where}{s['name']} {s['address']} {' '.join(s['params'])}"
+                     f"  -> replica {s['replica']}".replace(f"{s['name']} {s['name']}",
+                                                            s["name"]))
     lines.append(f"affinity: {d['mechanism']}")
     if d["judged_as"]:
-        opts = ", ".join(f"{k}={v}" for k, v in d["options"].items())
+        opts = ", ".join(f"{k}={'<secret>' if k == 'secret' and v else v}"
+                         for k, v in d["options"].items())
         lines.append(f"judged as: {d['kind']} {d['judged_as']} ({opts})")
     else:
         lines.append("judged as: no mechanism Stickler has checks for; the requirements "

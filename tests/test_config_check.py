@@ -34,10 +34,15 @@ EXPECTED_FAILURES = {
     "nginx-ip-hash-behind-cdn": {"sessions-spread"},
     "nginx-ip-hash-scale-up": {"scale-up-moves-only-to-new"},
     "nginx-next-upstream-off": {"dead-server-users-served"},
+    "caddy-shop-cookie": set(),
+    "caddy-ip-hash-health": set(),
+    "caddy-roundrobin-shared": set(),
+    "caddy-no-health-checks": {"dead-server-users-served"},
+    "caddy-cookie-collides": {"sessions-kept"},
 }
 # With a shared session store a move costs nothing: the scale-up requirement does not apply.
 SHARED_STORE = {"nginx-cookie-hash-shared-sessions", "nginx-roundrobin-keepalive-shared",
-                "nginx-ip-hash-behind-cdn", "nginx-next-upstream-off"}
+                "nginx-ip-hash-behind-cdn", "nginx-next-upstream-off", "caddy-roundrobin-shared"}
 
 
 def topology_files() -> list[Path]:
@@ -147,6 +152,8 @@ def test_inspect_json_names_mechanism_servers_and_checks():
      "events {}\nhttp {\n    upstream app { server 10.0.0.1:80 max_fails=x; }\n"
      "    server { listen 80; location / { proxy_pass http://app; } }\n}\n",
      "nginx.conf:3"),
+    ("caddy", "Caddyfile", ":80 {\n\treverse_proxy 10.0.0.1:80 {\n\t\tlb_policy nosuch\n"
+     "\t}\n}\n", "Caddyfile:3"),
 ])
 def test_config_the_balancer_rejects_is_refused_with_its_message(tmp_path, kind, name, text,
                                                                  message):

@@ -229,3 +229,60 @@ def test_fixture_configs_are_never_written(tmp_path):
     topology = build(config, name="t")
     haproxy.rewrite(config, topology, layout_for(topology.replica_ids, tmp_path))
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+CADDY_DOC = {"apps": {"http": {"servers": {"srv0": {"listen": [":443"], "routes": [{
+    "match": [{"host": ["shop.example.com"]}],
+    "handle": [{"handler": "subroute", "routes": [
+        {"group": "g", "match": [{"path": ["/api/*"]}], "handle": [
+            {"handler": "reverse_proxy", "upstreams": [{"dial": "10.0.3.1:9000"}]}]},
+        {"group": "g", "handle": [{"handler": "subroute", "routes": [{"handle": [
+            {"handler": "reverse_proxy",
+             "load_balancing": {"selection_policy": {"policy": "cookie", "name": "lb"},
+                                "try_duration": 2000000000},
+             "health_checks": {"active": {"uri": "/up", "interval": "1s"}},
+             "upstreams": [{"dial": "10.0.1.1:80", "max_requests": 5},
+                           {"dial": "10.0.1.2:80"}]}]}]}]}]}],
+    "terminal": True}]}}}}}
+
+
+def test_caddy_durations():
+    from harness.configs.caddy import duration_ns
+
+    assert duration_ns(2_000_000_000) == 2_000_000_000
+    assert duration_ns("1m30s") == 90_000_000_000 and duration_ns("250ms") == 250_000_000
+    assert duration_ns("soon") == 0
+
+
+def test_caddy_finds_the_reverse_proxy_that_serves_root(tmp_path):
+    from harness.configs import caddy
+
+    config = caddy.detect(CADDY_DOC, tmp_path / "Caddyfile", None)
+    assert config.backend == "#2" and config.mode == "cookie"
+    assert [s.address for s in config.servers] == ["10.0.1.1:80", "10.0.1.2:80"]
+    assert config.options["lb_try_duration_ms"] == 2000 and config.options["cookie"] == "lb"
+    assert config.health_check["enabled"] and config.health_path == "/up"
+    assert any("HTTPS" in f.message for f in config.findings)
+    with pytest.raises(InputError, match="no reverse_proxy '7'.*#2 \\(reverse_proxy 10.0.1.1"):
+        caddy.detect(CADDY_DOC, tmp_path / "Caddyfile", "7")
+
+
+def test_caddy_rewrite_keeps_upstream_keys_lifts_host_and_turns_tls_off(tmp_path):
+    import json
+
+    from harness.configs import caddy
+
+    config = caddy.detect(CADDY_DOC, tmp_path / "Caddyfile", None)
+    topology = build(config, name="t")
+    doc = json.loads(caddy.rewrite(config, topology,
+                                   layout_for(topology.replica_ids, tmp_path)).text)
+    srv = doc["apps"]["http"]["servers"]["srv0"]
+    assert srv["listen"] == ["127.0.0.7:8000"] and srv["automatic_https"] == {"disable": True}
+    assert srv["routes"][0]["handle"][0]["handler"] == "headers"
+    assert "match" not in srv["routes"][1]  # the host matcher on the way is lifted
+    text = json.dumps(doc)
+    assert "10.0.1.1" not in text and "10.0.3.1" not in text and "127.0.0.7:9" in text
+    assert '{"dial": "127.0.0.7:9000", "max_requests": 5}' in text.replace(
+        '"max_requests": 5, "dial": "127.0.0.7:9000"', '"dial": "127.0.0.7:9000", '
+        '"max_requests": 5')
+    assert CADDY_DOC["apps"]["http"]["servers"]["srv0"]["listen"] == [":443"]  # not mutated

@@ -123,6 +123,11 @@ class Adapter:
     def version_pattern(self) -> str:
         return r"version\s+(\S+)"
 
+    def config_name_for(self, topology: Topology) -> str:
+        """The config file's name for this topology (a user's config may be in another
+        format than the template's)."""
+        return self.config_name
+
     def render(self, topology: Topology, layout: Layout) -> str:
         """The balancer's config file text for this topology and these addresses: from
         the template, or for a config topology the user's file rewritten (harness/configs)."""

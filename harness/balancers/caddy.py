@@ -107,14 +107,23 @@ class Caddy(Adapter):
     def admin_socket(layout: Layout) -> str:
         return f"unix/{layout.workdir / 'caddy-admin.sock'}"
 
+    def config_name_for(self, topology: Any) -> str:
+        # A user's Caddyfile runs as the JSON `caddy adapt` made of it (harness/configs).
+        return "caddy.json" if topology.config is not None else self.config_name
+
+    @staticmethod
+    def _adapter_args(config: Path) -> list[str]:
+        return [] if config.suffix == ".json" else ["--adapter", "caddyfile"]
+
     def command(self, config: Path, layout: Layout) -> list[str]:
-        return [self.which(), "run", "--config", str(config), "--adapter", "caddyfile"]
+        return [self.which(), "run", "--config", str(config), *self._adapter_args(config)]
 
     def check_command(self, config: Path, layout: Layout) -> list[str]:
-        return [self.which(), "validate", "--config", str(config), "--adapter", "caddyfile"]
+        return [self.which(), "validate", "--config", str(config),
+                *self._adapter_args(config)]
 
     def reload_command(self, config: Path, layout: Layout) -> list[str] | None:
         # --force: load even if Caddy thinks nothing changed (the generation header always
         # does, but a reload must never be skipped silently).
-        return [self.which(), "reload", "--config", str(config), "--adapter", "caddyfile",
+        return [self.which(), "reload", "--config", str(config), *self._adapter_args(config),
                 "--address", self.admin_socket(layout), "--force"]

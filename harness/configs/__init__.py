@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from harness.balancers.base import Layout
     from harness.topology import Topology
 
-KINDS = ("haproxy", "nginx")
+KINDS = ("haproxy", "nginx", "caddy")
 # Where servers of the backends that are not under test are sent: the discard port of the
 # cluster's own address, where nothing listens, so no request ever leaves loopback.
 CLOSED_PORT = 9
@@ -132,6 +132,8 @@ def replica_id(server: Server, index: int) -> str:
 def detect_kind(path: Path) -> str:
     """The balancer kind from a config's name and first directives."""
     name = path.name.lower()
+    if "caddy" in name:
+        return "caddy"
     if "haproxy" in name or name.endswith(".cfg"):
         return "haproxy"
     if "nginx" in name or name.endswith(".conf"):
@@ -151,23 +153,17 @@ def read_config(kind: str, path: str | Path, backend: str | None = None) -> User
     if not path.is_file():
         raise InputError("no such file" if not path.exists() else "not a regular file",
                          file=str(path))
-    if kind == "haproxy":
-        from harness.configs import haproxy
+    return _module(kind).read(path, backend)
 
-        return haproxy.read(path, backend)
-    from harness.configs import nginx
 
-    return nginx.read(path, backend)
+def _module(kind: str):
+    import importlib
+
+    return importlib.import_module(f"harness.configs.{kind}")
 
 
 def rewrite(config: UserConfig, topology: Topology, layout: Layout) -> Rewrite:
-    if config.kind == "haproxy":
-        from harness.configs import haproxy
-
-        return haproxy.rewrite(config, topology, layout)
-    from harness.configs import nginx
-
-    return nginx.rewrite(config, topology, layout)
+    return _module(config.kind).rewrite(config, topology, layout)
 
 
 def server_for(config: UserConfig, rid: str) -> Server:

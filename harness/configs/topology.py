@@ -104,7 +104,7 @@ def build(config: UserConfig, *, name: str, replicas: int | None = None,
         options = {k: options.get(k, option_default(d)) for k, d in spec.options.items()}
         if spec.app_session_cookie_from:
             session_cookie = options[spec.app_session_cookie_from]
-    if options.get("cookie") == session_cookie and mode.startswith("cookie-insert"):
+    if options.get("cookie") == session_cookie and mode in ("cookie-insert", "cookie"):
         config = dataclasses.replace(config, findings=(*config.findings, Finding(
             "warning", f"the affinity cookie {session_cookie} is also your app's session "
             f"cookie: the balancer's value takes the place of the app's", None)))

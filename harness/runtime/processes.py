@@ -303,8 +303,8 @@ class ProcessCluster(ReplicaSetMixin):
 
     def _write_config(self) -> Path:
         assert self.layout
-        config = self.workdir / self.adapter.config_name
-        candidate = config.with_suffix(".new")
+        config = self.workdir / self.adapter.config_name_for(self.topology)
+        candidate = config.with_name(f"{config.stem}.new{config.suffix}")  # the format stays
         candidate.write_text(self.adapter.render(self.topology, self.layout))
         check = subprocess.run(self.adapter.check_command(candidate, self.layout),
                                capture_output=True, text=True, timeout=30,
