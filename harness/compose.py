@@ -44,6 +44,13 @@ HEADER = """\
 
 def render(topology: Topology, subnet: str = DEFAULT_SUBNET) -> dict[str, str]:
     """File name -> text: docker-compose.yml and the balancer's config."""
+    if topology.config is not None:
+        from harness.errors import InputError
+
+        raise InputError(f"{topology.name} is a config topology (your own {topology.kind} "
+                         f"config): Compose files are made for Stickler's own topologies "
+                         f"only, for now (config topologies run on local processes)",
+                         file=topology.source)
     net = ipaddress.ip_network(subnet)
     if net.num_addresses < REPLICA_OFFSET + len(topology.replicas) + 2:
         raise ValueError(f"subnet {subnet} is too small for {len(topology.replicas)} replicas")

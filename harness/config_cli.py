@@ -17,7 +17,8 @@ from harness.errors import InputError
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", metavar="CONFIG",
-                   help="your haproxy.cfg, nginx.conf or Caddyfile (or Caddy JSON)")
+                   help="your haproxy.cfg, nginx.conf, Caddyfile (or Caddy JSON) or "
+                        "Apache config (a vhost file or httpd.conf)")
     p.add_argument("--kind", choices=list(KINDS),
                    help="the balancer the config is for (default: from its name)")
     p.add_argument("--backend", metavar="NAME",
@@ -72,8 +73,8 @@ def _topology_doc(args: argparse.Namespace, path: Path, name: str) -> dict[str, 
 
 def _name(path: Path) -> str:
     """A topology name for a config: its folder for a file named for the balancer."""
-    stem = path.parent.name if path.stem.lower() in ("haproxy", "nginx", "caddyfile", "caddy") \
-        else path.stem
+    generic = ("haproxy", "nginx", "caddyfile", "caddy", "apache", "apache2", "httpd")
+    stem = path.parent.name if path.stem.lower() in generic else path.stem
     return re.sub(r"[^a-z0-9-]+", "-", stem.lower()).strip("-")[:40] or "config"
 
 

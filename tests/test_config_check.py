@@ -39,10 +39,16 @@ EXPECTED_FAILURES = {
     "caddy-roundrobin-shared": set(),
     "caddy-no-health-checks": {"dead-server-users-served"},
     "caddy-cookie-collides": {"sessions-kept"},
+    "apache-route-cookie": set(),
+    "apache-location-route": set(),
+    "apache-httpd-full": set(),
+    "apache-jsessionid-no-route": {"sessions-kept", "scale-up-moves-only-to-new"},
+    "apache-nofailover-on": {"dead-server-users-served"},
 }
 # With a shared session store a move costs nothing: the scale-up requirement does not apply.
 SHARED_STORE = {"nginx-cookie-hash-shared-sessions", "nginx-roundrobin-keepalive-shared",
-                "nginx-ip-hash-behind-cdn", "nginx-next-upstream-off", "caddy-roundrobin-shared"}
+                "nginx-ip-hash-behind-cdn", "nginx-next-upstream-off", "caddy-roundrobin-shared",
+                "apache-httpd-full"}
 
 
 def topology_files() -> list[Path]:
@@ -152,6 +158,9 @@ def test_inspect_json_names_mechanism_servers_and_checks():
      "events {}\nhttp {\n    upstream app { server 10.0.0.1:80 max_fails=x; }\n"
      "    server { listen 80; location / { proxy_pass http://app; } }\n}\n",
      "nginx.conf:3"),
+    ("apache", "shop.conf", "<VirtualHost *:80>\n    <Proxy balancer://app>\n"
+     "        BalancerMember http://10.0.0.1:80 route=a\n        ProxySet lbmethod=byfun\n"
+     "    </Proxy>\n    ProxyPass / balancer://app/\n</VirtualHost>\n", "shop.conf:4"),
     ("caddy", "Caddyfile", ":80 {\n\treverse_proxy 10.0.0.1:80 {\n\t\tlb_policy nosuch\n"
      "\t}\n}\n", "Caddyfile:3"),
 ])

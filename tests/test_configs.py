@@ -286,3 +286,60 @@ def test_caddy_rewrite_keeps_upstream_keys_lifts_host_and_turns_tls_off(tmp_path
         '"max_requests": 5, "dial": "127.0.0.7:9000"', '"dial": "127.0.0.7:9000", '
         '"max_requests": 5')
     assert CADDY_DOC["apps"]["http"]["servers"]["srv0"]["listen"] == [":443"]  # not mutated
+
+
+def test_apache_tree_joins_continuations_and_inlines_includes(tmp_path):
+    from harness.configs import apache
+    from harness.configs.apache_model import parse
+
+    (tmp_path / "members.conf").write_text(
+        'BalancerMember "http://10.0.0.1:80" route=one \\\n    retry=5\n'
+        'BalancerMember http://10.0.0.2:80 route=two\n')
+    path = write(tmp_path, "shop.conf", """\
+        Listen 8080
+        <VirtualHost *:8080>
+            Header add Set-Cookie "R=.%{BALANCER_WORKER_ROUTE}e; path=/" env=BALANCER_ROUTE_CHANGED
+            <Proxy "balancer://app">
+                Include members.conf
+                ProxySet stickysession=R nofailover=On
+            </Proxy>
+            ProxyPass "/" "balancer://app/"
+        </VirtualHost>
+    """)
+    config = apache.detect(parse(path), path, None)
+    assert config.backend == "app" and config.mode == "cookie-route"
+    assert config.replica_ids == ["one", "two"]
+    assert config.servers[0].line == 1 and config.servers[0].file.endswith("members.conf")
+    assert config.options["cookie"] == "R" and config.options["nofailover"] is True
+    assert config.options["retry_s"] == 5
+    topology = build(config, name="t")
+    text = apache.rewrite(config, topology, layout_for(topology.replica_ids, tmp_path)).text
+    assert '<VirtualHost 127.0.0.7:8000>' in text and "Listen 127.0.0.7:8000" in text
+    assert 'BalancerMember "http://127.0.0.7:9000" route=one retry=5' in text
+    assert "10.0.0." not in text
+
+
+def test_apache_stickysession_without_a_route_setter_is_unjudged(tmp_path):
+    from harness.configs import apache
+    from harness.configs.apache_model import parse
+
+    path = write(tmp_path, "t.conf", """\
+        <VirtualHost *:80>
+            <Proxy balancer://t>
+                BalancerMember http://10.0.0.1:80 route=a
+            </Proxy>
+            ProxyPass / balancer://t/ stickysession=JSESSIONID|jsessionid
+        </VirtualHost>
+    """)
+    config = apache.detect(parse(path), path, None)
+    assert config.mode is None
+    assert any(f.severity == "unjudged" and "jvmRoute" in f.message for f in config.findings)
+
+
+def test_apache_unclosed_section_names_its_line(tmp_path):
+    from harness.configs.apache_model import parse
+
+    path = write(tmp_path, "bad.conf", "<VirtualHost *:80>\n  ServerName x\n")
+    with pytest.raises(InputError, match="never closed") as info:
+        parse(path)
+    assert info.value.line == 1

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from harness.balancers.base import Layout
     from harness.topology import Topology
 
-KINDS = ("haproxy", "nginx", "caddy")
+KINDS = ("haproxy", "nginx", "caddy", "apache")
 # Where servers of the backends that are not under test are sent: the discard port of the
 # cluster's own address, where nothing listens, so no request ever leaves loopback.
 CLOSED_PORT = 9
@@ -136,6 +136,10 @@ def detect_kind(path: Path) -> str:
         return "caddy"
     if "haproxy" in name or name.endswith(".cfg"):
         return "haproxy"
+    if any(w in name for w in ("apache", "httpd")) or name.endswith(".conf") and any(
+            w in path.read_text(errors="replace") for w in ("<VirtualHost", "BalancerMember",
+                                                             "<Proxy")):
+        return "apache"
     if "nginx" in name or name.endswith(".conf"):
         text = path.read_text(errors="replace")
         if any(word in text for word in ("upstream", "proxy_pass", "http {")):
