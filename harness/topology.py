@@ -71,6 +71,11 @@ class Topology:
     config: Any = field(default=None, compare=False)
 
     @property
+    def tls(self) -> bool:
+        """Is the balancer spoken to in TLS (a user's config whose frontend is TLS)?"""
+        return bool(self.config is not None and self.config.tls)
+
+    @property
     def replica_ids(self) -> list[str]:
         return [r.id for r in self.replicas]
 

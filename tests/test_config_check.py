@@ -24,6 +24,8 @@ EXPECTED_FAILURES = {
     "haproxy-acl-routing": set(),
     "haproxy-keepalive-source-consistent": set(),
     "haproxy-listen-cookie-prefix": set(),
+    "haproxy-tls-termination": set(),
+    "nginx-tls-termination": set(),
     "haproxy-cookie-collides": {"sessions-kept"},
     "haproxy-no-failover": {"dead-server-users-served"},
     "haproxy-source-map-based": {"scale-up-moves-only-to-new"},
@@ -42,13 +44,14 @@ EXPECTED_FAILURES = {
     "apache-route-cookie": set(),
     "apache-location-route": set(),
     "apache-httpd-full": set(),
+    "apache-tls-termination": set(),
     "apache-jsessionid-no-route": {"sessions-kept", "scale-up-moves-only-to-new"},
     "apache-nofailover-on": {"dead-server-users-served"},
 }
 # With a shared session store a move costs nothing: the scale-up requirement does not apply.
 SHARED_STORE = {"nginx-cookie-hash-shared-sessions", "nginx-roundrobin-keepalive-shared",
                 "nginx-ip-hash-behind-cdn", "nginx-next-upstream-off", "caddy-roundrobin-shared",
-                "apache-httpd-full"}
+                "apache-httpd-full", "nginx-tls-termination"}
 
 
 def topology_files() -> list[Path]:

@@ -343,3 +343,34 @@ def test_apache_unclosed_section_names_its_line(tmp_path):
     with pytest.raises(InputError, match="never closed") as info:
         parse(path)
     assert info.value.line == 1
+
+
+def test_a_tls_only_frontend_is_spoken_to_in_tls(tmp_path):
+    path = write(tmp_path, "haproxy.cfg", """\
+        defaults
+            mode http
+        frontend http-in
+            bind :80
+            http-request redirect scheme https
+        frontend https-in
+            bind :443 ssl crt certs/site.pem
+            default_backend app
+        backend app
+            server a 10.0.0.1:80
+    """)
+    config = haproxy.read(path, None, check=False)
+    assert config.tls is True and config.listeners == 2
+    topology = build(config, name="t")
+    assert topology.tls
+    text = haproxy.rewrite(config, topology, layout_for(topology.replica_ids, tmp_path, 1)).text
+    assert "bind 127.0.0.7:8000 ssl crt certs/site.pem" in text  # the URL's, TLS kept
+    assert "bind 127.0.0.7:8100" in text
+
+
+def test_a_plain_listen_is_preferred_to_a_tls_one(tmp_path):
+    path = write(tmp_path, "nginx.conf", NGINX_HASH.replace(
+        "listen 80;", "listen 443 ssl; listen 8080;"))
+    config = nginx.read(path, None, check=False)
+    assert config.tls is False
+    only_tls = write(tmp_path, "tls.conf", NGINX_HASH.replace("listen 80;", "listen 443 ssl;"))
+    assert nginx.read(only_tls, None, check=False).tls is True

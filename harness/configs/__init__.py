@@ -81,6 +81,7 @@ class UserConfig:
     findings: tuple[Finding, ...] = ()
     listeners: int = 1  # listening addresses to give cluster ports (the first is the URL)
     health_path: str = "/healthz"  # where the balancer's active health checks ask
+    tls: bool = False  # the frontend under test speaks TLS (clients do, unverified)
     model: Any = field(default=None, compare=False, repr=False)  # the parsed file
 
     @property
@@ -100,7 +101,7 @@ class UserConfig:
             "mechanism": self.mechanism, "mode": self.mode, "options": {
                 k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()},
             "health_check": dict(self.health_check), "client_ip": self.client_ip,
-            "failover": dict(self.failover),
+            "failover": dict(self.failover), "tls": self.tls,
             "findings": [f.to_dict() for f in self.findings],
         }
 

@@ -118,11 +118,8 @@ def detect(root: Node, path: Path, backend: str | None) -> UserConfig:
                          line=proxy.line, key=backend)
     pass_node, parents = route[0]
     vhost = _vhost(parents)
-    if vhost is not None and any(n.key == "sslengine" and n.args[:1] == ["on"]
-                                 for n in vhost.children):
-        raise InputError("the VirtualHost that passes / to the balancer speaks TLS "
-                         "(SSLEngine on); TLS listeners are not spoken to yet", file=file,
-                         line=vhost.line, key="VirtualHost")
+    tls = vhost is not None and any(n.key == "sslengine" and n.args[:1] in (["on"], ["On"])
+                                    for n in vhost.children)
     primary = next((p for p in map(_port, vhost.args) if p), 80) if vhost is not None else \
         next((_port(n.args[0]) for n, _ in root.walk() if n.key == "listen" and n.args), 80)
     members = proxy.find("BalancerMember")
@@ -198,7 +195,7 @@ def detect(root: Node, path: Path, backend: str | None) -> UserConfig:
     return UserConfig(
         kind="apache", path=path, backend=backend, servers=servers, mechanism=mechanism,
         mode=mode, options=options, health_check=health, client_ip=client_ip,
-        failover=failover, findings=tuple(findings), listeners=len(ports),
+        failover=failover, findings=tuple(findings), listeners=len(ports), tls=tls,
         health_path=health["uri"] if health["enabled"] else "/healthz",
         model={"root": root, "ports": ports},
     )
@@ -242,6 +239,8 @@ def rewrite(config: UserConfig, topology: Topology, layout: Layout) -> Rewrite:
         notes.append(f"{Path(node.file).name}:{node.line}: {text}")
 
     modules = [m for m in BASE_MODULES if m != "mime" or Path(MIME_TYPES).exists()]
+    if any(n.key == "sslengine" for n, _ in root.walk()):
+        modules += ["socache_shmcb", "ssl"]  # a TLS vhost: mod_ssl and its session cache
     for node, _ in root.walk():
         if node.key == "loadmodule" and len(node.args) == 2:
             name = node.args[0].removesuffix("_module")

@@ -132,18 +132,21 @@ def _binds(section: Section) -> list[Line]:
 
 
 def listeners(model: Model, backend: Section) -> list[tuple[Section, Line]]:
-    """Every TCP bind line, the URL's first: the first plain bind of the proxy that sends
-    the backend its requests by default."""
+    """Every TCP bind line, the URL's first: a plain bind of a proxy that sends the backend
+    its requests by default, else its TLS bind (`ssl`: spoken to in TLS)."""
     routes = frontends_of(model, backend)
-    primary = next((s for s, how in routes if how in ("self", "default")), None)
+    primaries = [s for s, how in routes if how in ("self", "default")]
     ordered = [(s, ln) for s in model.proxies("frontend", "listen") for ln in _binds(s)]
-    if primary is not None:
-        plain = [ln for ln in _binds(primary) if "ssl" not in ln.words[2:]]
-        if plain:
-            first = (primary, plain[0])
-            ordered.remove(first)
-            ordered.insert(0, first)
+    candidates = [(s, ln) for s in primaries for ln in _binds(s) if not _is_tls(ln)] or \
+        [(s, ln) for s in primaries for ln in _binds(s)]
+    if candidates:
+        ordered.remove(candidates[0])
+        ordered.insert(0, candidates[0])
     return ordered
+
+
+def _is_tls(bind: Line) -> bool:
+    return "ssl" in bind.words[2:]
 
 
 def detect(model: Model, path: Path, backend_name: str | None) -> UserConfig:
@@ -176,9 +179,9 @@ def detect(model: Model, path: Path, backend_name: str | None) -> UserConfig:
                          file=file, line=section.header.no, key=section.name)
     binds = listeners(model, section)
     if not binds or binds[0][0] not in [s for s, how in routes if how in ("self", "default")]:
-        raise InputError(f"the proxy that sends requests to {section.name} has no plain "
-                         f"(non-TLS) TCP bind; TLS listeners are not spoken to yet",
-                         file=file, line=section.header.no, key="bind")
+        raise InputError(f"the proxy that sends requests to {section.name} has no TCP bind "
+                         f"(a UNIX socket or none)", file=file, line=section.header.no,
+                         key="bind")
     primary = binds[0][0]
     for rule in primary.find("use_backend"):
         if rule.words[1:2] != [section.name]:
@@ -282,7 +285,7 @@ def detect(model: Model, path: Path, backend_name: str | None) -> UserConfig:
         kind="haproxy", path=path, backend=section.name, servers=servers,
         mechanism=mechanism, mode=chosen, options=options, health_check=health,
         client_ip=_client_ip(primary, binds[0][1]), failover=failover,
-        findings=tuple(findings), listeners=len(binds),
+        findings=tuple(findings), listeners=len(binds), tls=_is_tls(binds[0][1]),
         health_path=health_path.split("?")[0], model=model,
     )
 

@@ -129,13 +129,20 @@ def _listens(server: Directive) -> list[Directive]:
 
 
 def listeners(http: list[Directive], primary: Directive | None) -> list[Directive]:
+    """Every TCP listen, the URL's first: the primary server block's first plain one, else
+    its first TLS one (spoken to in TLS)."""
     ordered = [d for s in _find(http, "server") for d in _listens(s)]
     if primary is not None:
-        plain = [d for d in _listens(primary) if "ssl" not in d["args"][1:]]
-        if plain:
-            ordered.remove(plain[0])
-            ordered.insert(0, plain[0])
+        own = _listens(primary)
+        first = next((d for d in own if not _is_tls(d)), own[0] if own else None)
+        if first is not None:
+            ordered.remove(first)
+            ordered.insert(0, first)
     return ordered
+
+
+def _is_tls(listen: Directive) -> bool:
+    return "ssl" in listen["args"][1:]
 
 
 def detect(parsed: list[Directive], path: Path, backend: str | None) -> UserConfig:
@@ -177,9 +184,9 @@ def detect(parsed: list[Directive], path: Path, backend: str | None) -> UserConf
                          line=upstream["line"], key=name)
     server, location = root[0]
     binds = listeners(http, server)
-    if not binds or binds[0] not in _listens(server) or "ssl" in binds[0]["args"][1:]:
-        raise InputError(f"the server block that passes requests to {name} has no plain "
-                         f"(non-TLS) IPv4 listen; TLS listeners are not spoken to yet",
+    if not binds or binds[0] not in _listens(server):
+        raise InputError(f"the server block that passes requests to {name} has no IPv4 "
+                         f"TCP listen (only IPv6 or UNIX sockets, or none)",
                          file=file, line=server["line"], key="listen")
     findings: list[Finding] = []
     options: dict[str, Any] = {}
@@ -245,7 +252,8 @@ def detect(parsed: list[Directive], path: Path, backend: str | None) -> UserConf
     return UserConfig(
         kind="nginx", path=path, backend=name, servers=servers, mechanism=mechanism,
         mode=mode, options=options, health_check=health, client_ip=client_ip,
-        failover=failover, findings=tuple(findings), listeners=len(binds), model=parsed,
+        failover=failover, findings=tuple(findings), listeners=len(binds),
+        tls=_is_tls(binds[0]), model=parsed,
     )
 
 

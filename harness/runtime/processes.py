@@ -109,7 +109,8 @@ class ProcessCluster(ReplicaSetMixin):
     @property
     def url(self) -> str:
         assert self.layout, "cluster not started"
-        return f"http://{self.layout.balancer.address}"
+        scheme = "https" if self.topology.tls else "http"  # a user's TLS frontend
+        return f"{scheme}://{self.layout.balancer.address}"
 
     def versions(self) -> dict[str, str]:
         out = {self.adapter.kind: self.adapter.version(), "python": sys.version.split()[0]}
@@ -336,7 +337,7 @@ class ProcessCluster(ReplicaSetMixin):
 
         def answers() -> bool:
             resp = wait.http_get(ep.host, ep.port, "/healthz", proxy_header=self.topology
-                                 .client_ip.startswith("proxy-protocol"))
+                                 .client_ip.startswith("proxy-protocol"), tls=self.topology.tls)
             return resp is not None and resp.getheader("X-Stickler-Config") == str(generation)
 
         try:

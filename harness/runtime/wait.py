@@ -27,14 +27,21 @@ def until(predicate: Callable[[], bool], timeout: float, what: str,
         time.sleep(interval)
 
 
-def _get(host: str, port: int, path: str, timeout: float,
-         proxy_header: bool) -> tuple[http.client.HTTPResponse, bytes] | None:
+def _get(host: str, port: int, path: str, timeout: float, proxy_header: bool,
+         tls: bool = False) -> tuple[http.client.HTTPResponse, bytes] | None:
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    if tls:  # a user's TLS frontend: its certificate is not checked (harness/traffic)
+        import ssl
+
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout,
+                                           context=ssl._create_unverified_context())
     try:
         if proxy_header:
-            conn.connect()
+            http.client.HTTPConnection.connect(conn)
             source_port = conn.sock.getsockname()[1]
             conn.sock.sendall(proxy_protocol.encode_v1("127.0.0.1", host, source_port, port))
+            if tls:
+                conn.sock = conn._context.wrap_socket(conn.sock, server_hostname=host)
         conn.request("GET", path, headers={"Connection": "close"})
         resp = conn.getresponse()
         return resp, resp.read()
@@ -45,10 +52,11 @@ def _get(host: str, port: int, path: str, timeout: float,
 
 
 def http_get(host: str, port: int, path: str = "/", timeout: float = 1.0,
-             proxy_header: bool = False) -> http.client.HTTPResponse | None:
+             proxy_header: bool = False, tls: bool = False) -> http.client.HTTPResponse | None:
     """A GET on a new connection (body read), or None when nothing answers. With
-    `proxy_header`, the connection opens with a PROXY v1 line (balancers that require one)."""
-    answer = _get(host, port, path, timeout, proxy_header)
+    `proxy_header`, the connection opens with a PROXY v1 line (balancers that require one);
+    with `tls`, it speaks TLS."""
+    answer = _get(host, port, path, timeout, proxy_header, tls)
     return answer[0] if answer else None
 
 

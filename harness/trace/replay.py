@@ -33,7 +33,7 @@ from harness.trace.schedule import Dispatch, ReplaySchedule
 from harness.traffic import identity
 from harness.traffic.cookies import CookieJar
 from harness.traffic.observe import observe
-from harness.traffic.scripted import connect
+from harness.traffic.scripted import connect, tls_context
 
 # Never replayed as recorded: the transport's own headers, and the cookies (the jar's).
 NOT_REPLAYED = {"connection", "keep-alive", "proxy-connection", "content-length",
@@ -95,7 +95,8 @@ class Replayer:
                  clock: Callable[[], float] = time.monotonic):
         parts = urlsplit(url)
         self.host = ensure_loopback(parts.hostname or "")
-        self.port = parts.port or 80
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.tls = tls_context() if parts.scheme == "https" else None
         self.speed, self.concurrency, self.timeout = speed, concurrency, timeout
         self.transport = transport
         self.clients = ClientMap(transport)
@@ -170,6 +171,7 @@ class Replayer:
             if state.conn is None:
                 state.conn_ip = wire_ip
                 state.conn = connect(self.host, self.port, transport=self.transport,
+                                     tls=self.tls,
                                      wire_ip=wire_ip, timeout=self.timeout)
             try:
                 state.conn.request(rec.method, rec.path, body=body, headers=headers)

@@ -31,6 +31,7 @@ from typing import IO
 from urllib.parse import urlsplit
 
 import gevent.socket
+import gevent.ssl
 from geventhttpclient.client import HTTPClient
 from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
 from locust import User, events, task
@@ -141,6 +142,12 @@ class SourceSSLPool(_BindsSource, SSLConnectionPool):
     pass
 
 
+def _unverified_context(cafile: str | None = None) -> gevent.ssl.SSLContext:
+    """A user's TLS frontend is spoken to without checking its certificate (`insecure`
+    alone only skips the host name check)."""
+    return gevent.ssl._create_unverified_context(cafile=cafile)
+
+
 class SourceClient(HTTPClient):
     """One connection to `url`'s host, kept alive, bound to one source address."""
 
@@ -148,6 +155,7 @@ class SourceClient(HTTPClient):
         split = urlsplit(url)
         ssl = split.scheme == "https"
         super().__init__(split.hostname or "", port=split.port, ssl=ssl, insecure=True,
+                         ssl_context_factory=_unverified_context if ssl else None,
                          concurrency=1, connection_timeout=TIMEOUT, network_timeout=TIMEOUT)
         # HTTPClient builds its pool itself and takes no pool class; it has no socket yet,
         # so narrowing its class to the binding subclass changes only the socket factory.

@@ -8,6 +8,7 @@ so connection limits and pooling can show; the plans themselves are seeded data.
 from __future__ import annotations
 
 import http.client
+import ssl
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -49,19 +50,50 @@ class ProxyProtocolConnection(http.client.HTTPConnection):
                                                 source_port, self.port))
 
 
+class ProxyProtocolTLSConnection(http.client.HTTPSConnection):
+    """The same over TLS: the PROXY header goes first, in clear, then the TLS handshake."""
+
+    def __init__(self, host: str, port: int, *, client_ip: str, version: int, timeout: float,
+                 context: ssl.SSLContext):
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.client_ip = client_ip
+        self.version = version
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        source_port = self.sock.getsockname()[1]
+        self.sock.sendall(proxy_protocol.encode(self.version, self.client_ip, self.host,
+                                                source_port, self.port))
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host)
+
+
+def tls_context(ca: str | None = None) -> ssl.SSLContext:
+    """For a TLS frontend: verification off (the harness speaks to a loopback address with
+    the user's certificate), unless a CA file is given."""
+    if ca:
+        context = ssl.create_default_context(cafile=ca)
+        context.check_hostname = False  # the certificate names the site, not 127.x.y.1
+        return context
+    return ssl._create_unverified_context()  # noqa: S323 - see the docstring
+
+
 def connect(host: str, port: int, *, transport: str, wire_ip: str,
-            timeout: float) -> http.client.HTTPConnection:
+            timeout: float, tls: ssl.SSLContext | None = None) -> http.client.HTTPConnection:
     """A connection on which the balancer will see `wire_ip` as the client, by `transport`
     (source: bind to it; proxy-protocol(-v2): a PROXY header; xff: the caller adds the
-    X-Forwarded-For hop)."""
+    X-Forwarded-For hop); over TLS when `tls` (a context) is given."""
     if transport in identity.PROXY_VERSIONS:
-        return ProxyProtocolConnection(host, port, client_ip=wire_ip,
-                                       version=identity.PROXY_VERSIONS[transport],
+        version = identity.PROXY_VERSIONS[transport]
+        if tls is not None:
+            return ProxyProtocolTLSConnection(host, port, client_ip=wire_ip, version=version,
+                                              timeout=timeout, context=tls)
+        return ProxyProtocolConnection(host, port, client_ip=wire_ip, version=version,
                                        timeout=timeout)
-    if transport == "xff":
-        return http.client.HTTPConnection(host, port, timeout=timeout)
-    return http.client.HTTPConnection(host, port, timeout=timeout,
-                                      source_address=(ensure_loopback(wire_ip), 0))
+    source = None if transport == "xff" else (ensure_loopback(wire_ip), 0)
+    if tls is not None:
+        return http.client.HTTPSConnection(host, port, timeout=timeout, context=tls,
+                                           source_address=source)
+    return http.client.HTTPConnection(host, port, timeout=timeout, source_address=source)
 
 
 class Driver:
@@ -71,7 +103,8 @@ class Driver:
                  timeout: float = 10.0, concurrency: int = 8, transport: str = "source"):
         parts = urlsplit(url)
         self.host = ensure_loopback(parts.hostname or "")
-        self.port = parts.port or 80
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.tls = tls_context() if parts.scheme == "https" else None
         self.scenario = scenario
         self.check = check
         self.sink = sink
@@ -137,7 +170,7 @@ class Driver:
         return records
 
     def _connect(self, client_ip: str) -> http.client.HTTPConnection:
-        return connect(self.host, self.port, transport=self.transport,
+        return connect(self.host, self.port, transport=self.transport, tls=self.tls,
                        wire_ip=identity.on_wire(client_ip, self.transport), timeout=self.timeout)
 
     def _send(self, conn: http.client.HTTPConnection, plan: SessionPlan, seq: int,
