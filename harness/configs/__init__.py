@@ -171,6 +171,35 @@ def rewrite(config: UserConfig, topology: Topology, layout: Layout) -> Rewrite:
     return _module(config.kind).rewrite(config, topology, layout)
 
 
+def balancer_check(config: UserConfig, name: str, command, env: dict | None = None,
+                   extra_dirs: tuple[str, ...] = ()):
+    """The balancer's own check of the config as it would run: rewritten onto a throwaway
+    layout in a temporary directory, written as `name`, and `command(path, layout)` run in
+    the config's folder. Gives (completed process, the Rewrite, the path it was written
+    to, gone by then: for mapping messages back)."""
+    import subprocess
+    import tempfile
+
+    from harness.balancers import Endpoint, Layout
+    from harness.configs.topology import build
+
+    with tempfile.TemporaryDirectory(prefix=f"stickler-{config.kind}-check-") as tmp:
+        work = Path(tmp)
+        for folder in extra_dirs:
+            (work / folder).mkdir()
+        topology = build(config, name="check")
+        layout = Layout(Endpoint("127.0.0.1", 1), {
+            rid: Endpoint("127.0.0.1", 2 + i) for i, rid in enumerate(topology.replica_ids)},
+            work, extra=[Endpoint("127.0.0.1", 100 + i) for i in range(config.listeners)])
+        result = rewrite(config, topology, layout)
+        candidate = work / name
+        candidate.write_text(result.text)
+        done = subprocess.run(command(candidate, layout), capture_output=True, text=True,
+                              timeout=60, cwd=config.folder,
+                              env=env(tmp) if callable(env) else env)
+    return done, result, candidate
+
+
 def server_for(config: UserConfig, rid: str) -> Server:
     """The user's server line a replica takes the place of; a replica added later (a
     scale-up) copies the first non-backup server's options."""

@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.configs import CLOSED_PORT, Finding, Rewrite, Server, UserConfig, server_for
+from harness.configs import (
+    CLOSED_PORT,
+    Finding,
+    Rewrite,
+    Server,
+    UserConfig,
+    balancer_check,
+    server_for,
+)
 from harness.configs.apache_model import Node, params, parse
 from harness.errors import InputError
 
@@ -340,21 +346,10 @@ def rewrite(config: UserConfig, topology: Topology, layout: Layout) -> Rewrite:
 def validate(config: UserConfig) -> None:
     """`apache2 -t` on the rewritten config (a throwaway layout), its complaint mapped back
     to the user's file and line."""
-    from harness.balancers import Endpoint, Layout, get_adapter
-    from harness.configs.topology import build
+    from harness.balancers import get_adapter
 
-    adapter = get_adapter("apache")
-    with tempfile.TemporaryDirectory(prefix="stickler-apache-t-") as tmp:
-        work = Path(tmp)
-        topology = build(config, name="check")
-        layout = Layout(Endpoint("127.0.0.1", 1), {
-            rid: Endpoint("127.0.0.1", 2 + i) for i, rid in enumerate(topology.replica_ids)},
-            work, extra=[Endpoint("127.0.0.1", 100 + i) for i in range(config.listeners)])
-        result = rewrite(config, topology, layout)
-        candidate = work / "apache.conf"
-        candidate.write_text(result.text)
-        done = subprocess.run(adapter.check_command(candidate, layout), capture_output=True,
-                              text=True, timeout=30, cwd=config.folder)
+    done, result, candidate = balancer_check(config, "apache.conf",
+                                             get_adapter("apache").check_command)
     if done.returncode != 0:
         message = (done.stderr + done.stdout).strip()
 

@@ -14,7 +14,15 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.configs import CLOSED_PORT, Finding, Rewrite, Server, UserConfig, server_for
+from harness.configs import (
+    CLOSED_PORT,
+    Finding,
+    Rewrite,
+    Server,
+    UserConfig,
+    balancer_check,
+    server_for,
+)
 from harness.errors import InputError
 
 if TYPE_CHECKING:
@@ -419,20 +427,12 @@ def rewrite(config: UserConfig, topology: Topology, layout: Layout) -> Rewrite:
 
 def validate(config: UserConfig) -> None:
     """`caddy validate` on the rewritten JSON (a throwaway layout)."""
-    from harness.balancers import Endpoint, Layout, get_adapter
-    from harness.configs.topology import build
+    from harness.balancers import get_adapter
 
-    with tempfile.TemporaryDirectory(prefix="stickler-caddy-validate-") as tmp:
-        work = Path(tmp)
-        topology = build(config, name="check")
-        layout = Layout(Endpoint("127.0.0.1", 1), {
-            rid: Endpoint("127.0.0.1", 2 + i) for i, rid in enumerate(topology.replica_ids)},
-            work, extra=[Endpoint("127.0.0.1", 100 + i) for i in range(config.listeners)])
-        candidate = work / "caddy.json"
-        candidate.write_text(rewrite(config, topology, layout).text)
-        done = subprocess.run([get_adapter("caddy").which(), "validate", "--config",
-                               str(candidate)], capture_output=True, text=True, timeout=60,
-                              env=_env(tmp), cwd=config.folder)
+    binary = get_adapter("caddy").which()
+    done, _, _ = balancer_check(config, "caddy.json",
+                                lambda path, layout: [binary, "validate", "--config", str(path)],
+                                env=_env)
     if done.returncode != 0:
         lines = [ln for ln in done.stderr.splitlines() if "Error" in ln or "error" in ln]
         raise InputError("caddy validate rejects this config (rewritten onto the cluster):\n"

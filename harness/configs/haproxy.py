@@ -3,8 +3,6 @@ and rewritten onto a cluster (servers, binds, isolation), every change noted."""
 
 from __future__ import annotations
 
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +12,7 @@ from harness.configs import (
     Rewrite,
     Server,
     UserConfig,
+    balancer_check,
     explain,
     server_for,
 )
@@ -36,21 +35,10 @@ NOT_LOCAL_SOCKETS = ("unix@", "abns@", "fd@", "sockpair@", "/")
 def validate(config: UserConfig) -> None:
     """`haproxy -c` on the config as it would run (rewritten onto a throwaway layout: the
     servers' names need not resolve here), its complaints mapped back to the user's lines."""
-    from harness.balancers import Endpoint, Layout, get_adapter
-    from harness.configs.topology import build
+    from harness.balancers import get_adapter
 
-    adapter = get_adapter("haproxy")
-    with tempfile.TemporaryDirectory(prefix="stickler-haproxy-c-") as tmp:
-        work = Path(tmp)
-        topology = build(config, name="check")
-        layout = Layout(Endpoint("127.0.0.1", 1), {
-            rid: Endpoint("127.0.0.1", 2 + i) for i, rid in enumerate(topology.replica_ids)},
-            work, extra=[Endpoint("127.0.0.1", 100 + i) for i in range(config.listeners)])
-        result = rewrite(config, topology, layout)
-        candidate = work / "haproxy.cfg"
-        candidate.write_text(result.text)
-        done = subprocess.run(adapter.check_command(candidate, layout), capture_output=True,
-                              text=True, timeout=30, cwd=config.folder)
+    done, result, candidate = balancer_check(config, "haproxy.cfg",
+                                             get_adapter("haproxy").check_command)
     if done.returncode != 0:
         lines = [ln for ln in (done.stdout + done.stderr).splitlines()
                  if "ALERT" in ln or "error" in ln.lower()] or [done.stderr.strip()]

@@ -4,8 +4,6 @@ upstream's balancing found, rewritten onto a cluster, and checked by `nginx -t`.
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +16,7 @@ from harness.configs import (
     Rewrite,
     Server,
     UserConfig,
+    balancer_check,
     explain,
     server_for,
 )
@@ -260,24 +259,11 @@ def detect(parsed: list[Directive], path: Path, backend: str | None) -> UserConf
 def validate(config: UserConfig) -> None:
     """`nginx -t` on the config as it would run (rewritten onto a throwaway layout), its
     complaints mapped back to the user's file and line."""
-    from harness.balancers import Endpoint, Layout, get_adapter
-    from harness.topology import Replica, Topology
+    from harness.balancers import get_adapter
 
-    adapter = get_adapter("nginx")
-    with tempfile.TemporaryDirectory(prefix="stickler-nginx-t-") as tmp:
-        work = Path(tmp)
-        (work / "nginx-tmp").mkdir()
-        layout = Layout(Endpoint("127.0.0.1", 1), {
-            rid: Endpoint("127.0.0.1", 2 + i) for i, rid in enumerate(config.replica_ids)},
-            work, extra=[Endpoint("127.0.0.1", 100 + i) for i in range(config.listeners)])
-        topology = Topology(name="check", kind="nginx", mode=config.mode or "roundrobin",
-                            replicas=tuple(Replica(r) for r in config.replica_ids),
-                            config=config)
-        result = rewrite(config, topology, layout)
-        candidate = work / "nginx.conf"
-        candidate.write_text(result.text)
-        done = subprocess.run(adapter.check_command(candidate, layout), capture_output=True,
-                              text=True, timeout=30)
+    done, result, candidate = balancer_check(config, "nginx.conf",
+                                             get_adapter("nginx").check_command,
+                                             extra_dirs=("nginx-tmp",))
     if done.returncode != 0:
         raise InputError("nginx -t rejects this config:\n"
                          + explain(done.stderr + done.stdout, str(candidate), result),
