@@ -156,6 +156,13 @@ def _run(topology: Topology, exp: Expectation, runtime: str, pool: ClusterPool, 
                                sink=h.write, check=exp.id)
     verdict = judge(exp.conditions, outcome.metrics, exp.min_samples, exp.samples,
                     addresses_carried=not lost, key=outcome.key)
+    errors = [r.error for r in outcome.records if getattr(r, "error", None)]
+    if errors and verdict.verdict != PASS:
+        # Why requests failed is what a user needs when a verdict rests on too few answers
+        # (a TLS frontend refusing the CA, a balancer that closed connections).
+        common = max(set(errors), key=errors.count)
+        outcome.evidence.insert(0, f"{len(errors)} of {len(outcome.records)} requests failed "
+                                   f"at the transport, most often: {common}")
     if lost:
         outcome.evidence.append(f"client addresses did not reach {topology.kind}: the "
                                 f"{runtime} runtime cannot carry `source` addresses and "

@@ -123,9 +123,11 @@ def cmd_topology(args: argparse.Namespace) -> int:
                   f"{len(topology.replicas)} replicas, judged as "
                   f"{topology.expect or 'no mechanism: the requirements only'})")
         else:
+            extra = topology.config.listeners - 1 if topology.config is not None else 0
             layout = Layout(Endpoint("127.0.0.1", 8080),
                             {r.id: Endpoint("127.0.0.1", 8081 + i)
-                             for i, r in enumerate(topology.replicas)}, Path("/tmp/stickler"))
+                             for i, r in enumerate(topology.replicas)}, Path("/tmp/stickler"),
+                            extra=[Endpoint("127.0.0.1", 8180 + i) for i in range(extra)])
             print(get_adapter(topology.kind).render(topology, layout), end="")
     return 0
 

@@ -28,6 +28,9 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="replicas in place of its servers (default: one per server line)")
     p.add_argument("--app-cookie", default="sid", metavar="NAME",
                    help="your app's own session cookie (default: sid)")
+    p.add_argument("--tls-ca", metavar="FILE",
+                   help="a CA file (PEM) to check a TLS frontend's certificate against "
+                        "(default: not checked)")
     p.add_argument("--session-store", default="memory", choices=["memory", "redis"],
                    help="where your app keeps sessions: each server's memory (default) or "
                         "a Redis all servers share")
@@ -63,6 +66,8 @@ def _topology_doc(args: argparse.Namespace, path: Path, name: str) -> dict[str, 
         balancer["kind"] = args.kind
     if args.backend:
         balancer["backend"] = args.backend
+    if getattr(args, "tls_ca", None):
+        balancer["tls_ca"] = str(Path(args.tls_ca).resolve())
     doc: dict[str, Any] = {"name": name, "balancer": balancer,
                            "app": {"session_cookie": args.app_cookie,
                                    "session_store": args.session_store}}

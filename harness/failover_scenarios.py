@@ -124,7 +124,8 @@ class FailoverScenario(DrivenScenario):
         def drive(suffix: str) -> list[RequestRecord]:
             driver = Driver(cluster.url, scenario=self.name + suffix, check=check, sink=sink,
                             t0=t0, timeout=p["client_timeout_s"],
-                            concurrency=len(phases[suffix]), transport=topology.client_ip)
+                            concurrency=len(phases[suffix]), transport=topology.client_ip,
+                            tls_ca=topology.tls_ca)
             out = driver.run(phases[suffix], carry)
             records.extend(out)
             return out

@@ -125,6 +125,7 @@ def replay_through(topology: Any, records: list, *, speed: float, concurrency: i
         task = progress.add_task("replay", total=len(records), lag=0.0)
         result = Replayer(cluster.url, speed=speed, concurrency=concurrency,
                           transport=cluster.topology.client_ip, sink=sink.write,
+                          tls_ca=cluster.topology.tls_ca,
                           progress=lambda n, total, lag: progress.update(
                               task, completed=n, lag=lag)).run(records)
         versions = cluster.versions()

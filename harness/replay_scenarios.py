@@ -53,6 +53,7 @@ class ReplayScenario(DrivenScenario):
 
         result = Replayer(cluster.url, speed=parse_speed(str(p["speed"])),
                           concurrency=p["concurrency"], transport=topology.client_ip,
+                          tls_ca=topology.tls_ca,
                           sink=record).run(list(trace))
         broken = broken_sessions(result.records)
         values = m.summarize(result.records, self.key)

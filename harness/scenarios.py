@@ -144,7 +144,8 @@ class Scenario:
 
         def driver(phase: str) -> Driver:
             return Driver(cluster.url, scenario=self.name + phase, check=check, sink=sink,
-                          concurrency=p.get("concurrency", 8), transport=topology.client_ip)
+                          concurrency=p.get("concurrency", 8), transport=topology.client_ip,
+                          tls_ca=topology.tls_ca)
 
         drive = _with_replica_down(self.drive, p["down"]) if p.get("down") else self.drive
         records = drive(cluster, session_plans, driver)

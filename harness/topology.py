@@ -20,7 +20,7 @@ REPLICA_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 TOP_KEYS = ("name", "description", "balancer", "replicas", "app", "expect", "suites")
 SUITE_NAME = re.compile(r"^[a-z][a-z_]{0,40}$")
 BALANCER_KEYS = ("kind", "mode", "options", "health_check", "client_ip")
-CONFIG_KEYS = ("kind", "config", "backend", "client_ip")  # a config topology's balancer
+CONFIG_KEYS = ("kind", "config", "backend", "client_ip", "tls_ca")  # a config topology's balancer
 APP_KEYS = ("session_cookie", "affinity_cookie", "replay_mode", "leader", "replay_cache_ttl",
             "replay_options", "session_store")
 SESSION_STORES = ("memory", "redis")
@@ -74,6 +74,11 @@ class Topology:
     def tls(self) -> bool:
         """Is the balancer spoken to in TLS (a user's config whose frontend is TLS)?"""
         return bool(self.config is not None and self.config.tls)
+
+    @property
+    def tls_ca(self) -> str | None:
+        """The CA file a TLS frontend's certificate is checked against (None: unchecked)."""
+        return self.config.tls_ca if self.config is not None else None
 
     @property
     def replica_ids(self) -> list[str]:

@@ -374,3 +374,50 @@ def test_a_plain_listen_is_preferred_to_a_tls_one(tmp_path):
     assert config.tls is False
     only_tls = write(tmp_path, "tls.conf", NGINX_HASH.replace("listen 80;", "listen 443 ssl;"))
     assert nginx.read(only_tls, None, check=False).tls is True
+
+
+def test_a_stick_table_keeps_its_local_peer_on_a_cluster_port(tmp_path):
+    path = write(tmp_path, "haproxy.cfg", """\
+        peers mesh
+            peer lb1 10.0.0.9:10000
+            peer lb2 10.0.0.10:10000
+        defaults
+            mode http
+        frontend f
+            bind :80
+            default_backend app
+        backend app
+            stick-table type ip size 1m peers mesh
+            stick on src
+            server a 10.0.0.1:80
+    """)
+    config = haproxy.read(path, None, check=False)
+    assert config.listeners == 2  # the frontend's bind and the local peer
+    assert not any("without `peers`" in f.message for f in config.findings)
+    topology = build(config, name="t")
+    text = haproxy.rewrite(config, topology, layout_for(topology.replica_ids, tmp_path, 1)).text
+    assert "peer lb1 127.0.0.7:8100" in text and "peer lb2 127.0.0.7:9" in text
+    assert "localpeer lb1" in text  # the first peer: the user's host name is not ours
+
+
+def test_peers_with_bind_and_a_local_server_line(tmp_path):
+    path = write(tmp_path, "haproxy.cfg", """\
+        peers mesh
+            bind :10000
+            server me
+            server other 10.0.0.10:10000
+        defaults
+            mode http
+        frontend f
+            bind :80
+            default_backend app
+        backend app
+            stick-table type ip size 1m peers mesh
+            stick on src
+            server a 10.0.0.1:80
+    """)
+    config = haproxy.read(path, None, check=False)
+    topology = build(config, name="t")
+    text = haproxy.rewrite(config, topology, layout_for(topology.replica_ids, tmp_path, 1)).text
+    assert "bind 127.0.0.7:8100" in text.split("defaults")[0]
+    assert "localpeer me" in text and "server other 127.0.0.7:9" in text

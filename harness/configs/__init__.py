@@ -82,6 +82,7 @@ class UserConfig:
     listeners: int = 1  # listening addresses to give cluster ports (the first is the URL)
     health_path: str = "/healthz"  # where the balancer's active health checks ask
     tls: bool = False  # the frontend under test speaks TLS (clients do, unverified)
+    tls_ca: str | None = None  # ...or verified against this CA file (the topology's)
     model: Any = field(default=None, compare=False, repr=False)  # the parsed file
 
     @property

@@ -133,6 +133,28 @@ def listeners(model: Model, backend: Section) -> list[tuple[Section, Line]]:
     return ordered
 
 
+def local_peer(model: Model, backend: Section) -> tuple[Section, Line] | None:
+    """The peers section the backend's stick table syncs through, and the line that makes
+    this process a peer in it (its `bind`, else the `peer` named by `localpeer`, else the
+    first): given a port, it hands the table over to the new process on a reload."""
+    table = backend.last("stick-table")
+    if table is None or "peers" not in table.words[:-1]:
+        return None
+    name = table.words[table.words.index("peers") + 1]
+    section = next((s for s in model.sections if s.kind == "peers" and s.name == name), None)
+    if section is None:
+        return None
+    bind = section.last("bind")
+    if bind is not None:
+        return section, bind
+    glob = next((s for s in model.sections if s.kind == "global"), None)
+    named = glob.last("localpeer") if glob else None
+    peers = section.find("peer")
+    mine = [ln for ln in peers if named and len(named.words) > 1 and
+            ln.words[1:2] == named.words[1:2]] or peers[:1]
+    return (section, mine[0]) if mine else None
+
+
 def _is_tls(bind: Line) -> bool:
     return "ssl" in bind.words[2:]
 
@@ -273,7 +295,8 @@ def detect(model: Model, path: Path, backend_name: str | None) -> UserConfig:
         kind="haproxy", path=path, backend=section.name, servers=servers,
         mechanism=mechanism, mode=chosen, options=options, health_check=health,
         client_ip=_client_ip(primary, binds[0][1]), failover=failover,
-        findings=tuple(findings), listeners=len(binds), tls=_is_tls(binds[0][1]),
+        findings=tuple(findings), tls=_is_tls(binds[0][1]),
+        listeners=len(binds) + (1 if local_peer(model, section) else 0),
         health_path=health_path.split("?")[0], model=model,
     )
 
@@ -327,8 +350,11 @@ def rewrite(config: UserConfig, topology: Topology, layout: Layout) -> Rewrite:
     origin: dict[int, tuple[str, int]] = {}
     notes: list[str] = []
     ports = [layout.balancer, *layout.extra]
-    bind_port = {id(ln): ports[i] for i, (_, ln) in enumerate(listeners(model, backend))
-                 if i < len(ports)}
+    binds = listeners(model, backend)
+    bind_port = {id(ln): ports[i] for i, (_, ln) in enumerate(binds) if i < len(ports)}
+    peer = local_peer(model, backend)
+    if peer is not None and len(binds) < len(ports):
+        bind_port[id(peer[1])] = ports[len(binds)]
     closed = f"{layout.balancer.host}:{CLOSED_PORT}"
 
     def emit(text: str, line: int | None = None) -> None:
@@ -372,6 +398,13 @@ def rewrite(config: UserConfig, topology: Topology, layout: Layout) -> Rewrite:
                 continue
             if kw == "server" and section is backend:
                 continue  # the replicas take their place, below
+            if section.kind == "peers" and id(line) in bind_port:
+                ep = bind_port[id(line)]
+                index = 1 if kw == "bind" else 2
+                emit(line.replace_word(index, ep.address), line.no)
+                notes.append(f"line {line.no}: local peer {' '.join(line.words[:index])} -> "
+                             f"{ep.address} (a reload hands the stick table over there)")
+                continue
             if kw in ("server", "nameserver", "mailer", "peer") and len(line.words) > 2:
                 index = 2
                 emit(line.replace_word(index, closed), line.no)
@@ -413,6 +446,13 @@ def _global_tail(emit, layout: Layout, config: UserConfig) -> None:
     emit(f"    stats socket {layout.workdir}/haproxy.sock mode 600 level admin")
     emit("    log stderr format raw local0 info")
     emit(f"    default-path origin {config.folder}")
+    peer = local_peer(config.model, config.model.proxy(config.backend))
+    if peer is not None:  # the user's host name (HAProxy's default local peer) is not ours
+        section, line = peer
+        local = [line] if line.keyword == "peer" else \
+            [ln for ln in section.find("server") if len(ln.words) == 2]
+        if local:
+            emit(f"    localpeer {local[0].words[1]}")
 
 
 def _server_line(config: UserConfig, rid: str, layout: Layout) -> str:

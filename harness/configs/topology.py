@@ -64,6 +64,13 @@ def config_topology(doc: Doc, data: dict[str, Any]) -> Topology:
                                                  for x in suites):
         raise doc.error("suites", "expected a list of suite names, e.g. [failover]")
     config = read_config(kind, path, backend)
+    tls_ca = bal.get("tls_ca")
+    if tls_ca is not None:
+        ca = (Path(doc.file).parent / str(tls_ca)).resolve()
+        if not isinstance(tls_ca, str) or not ca.is_file():
+            raise doc.error("balancer.tls_ca", f"expected the path of a CA file (PEM) to "
+                            f"check the frontend's certificate against; no file {ca}")
+        config = dataclasses.replace(config, tls_ca=str(ca))
     client_ip = bal.get("client_ip", config.client_ip)
     if client_ip not in ADAPTERS[kind].client_ip_transports:
         raise doc.error("balancer.client_ip", f"expected one of "

@@ -25,7 +25,8 @@ def judge(cluster: Any, records: Sequence[TraceRecord], prop: Any, *, speed: flo
           concurrency: int = 8) -> tuple[bool, dict[str, float], list]:
     """(holds, summary, broken sessions) of one replay of `records` through `cluster`."""
     result = Replayer(cluster.url, speed=speed, concurrency=concurrency,
-                      transport=cluster.topology.client_ip).run(list(records))
+                      transport=cluster.topology.client_ip,
+                      tls_ca=cluster.topology.tls_ca).run(list(records))
     broken = broken_sessions(result.records)
     summary = replay_summary(result.records, broken)
     return prop.holds(summary), summary, broken

@@ -92,11 +92,11 @@ class Replayer:
                  transport: str = "source", timeout: float = 10.0,
                  sink: Callable[[RequestRecord], None] | None = None,
                  progress: Callable[[int, int, float], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, tls_ca: str | None = None):
         parts = urlsplit(url)
         self.host = ensure_loopback(parts.hostname or "")
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.tls = tls_context() if parts.scheme == "https" else None
+        self.tls = tls_context(tls_ca) if parts.scheme == "https" else None
         self.speed, self.concurrency, self.timeout = speed, concurrency, timeout
         self.transport = transport
         self.clients = ClientMap(transport)

@@ -80,6 +80,8 @@ def run_load(cluster: Any, profile: Profile, *, duration: float, seed: int, work
            "STICKLER_T0": repr(t0), "STICKLER_WORKERS": str(processes),
            "STICKLER_TRANSPORT": getattr(getattr(cluster, "topology", None), "client_ip",
                                          "source"),
+           "STICKLER_TLS_CA": getattr(getattr(cluster, "topology", None), "tls_ca",
+                                      None) or "",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
                                                        os.environ.get("PYTHONPATH")]))}
     cmd = _command(cluster.url, profile, duration, processes, web, workdir)

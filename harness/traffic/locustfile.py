@@ -6,6 +6,7 @@ Environment (set by harness.traffic.load.run_load):
   STICKLER_T0           epoch seconds that record times count from
   STICKLER_WORKERS      Locust worker processes (default: --processes, or 1)
   STICKLER_TRANSPORT    how client addresses reach the balancer (traffic/identity.py)
+  STICKLER_TLS_CA       a CA file to verify a TLS frontend against (default: no check)
 
 Built on geventhttpclient (the client of Locust's FastHttpUser), driven directly: one
 HTTPClient per user whose connection pool binds each new socket to the user's current source
@@ -50,6 +51,7 @@ from harness.traffic.profile import UserSpec, session_length
 log = logging.getLogger("stickler.locust")
 T0 = float(os.environ.get("STICKLER_T0") or time.time())
 TRANSPORT = os.environ.get("STICKLER_TRANSPORT") or "source"
+TLS_CA = os.environ.get("STICKLER_TLS_CA") or None  # verify a TLS frontend against it
 TIMEOUT = 60.0  # s to connect, and between reads (FastHttpUser's defaults)
 _user_numbers = itertools.count()  # per process; forked workers each start at 0
 _population: list[UserSpec] = []
@@ -144,7 +146,12 @@ class SourceSSLPool(_BindsSource, SSLConnectionPool):
 
 def _unverified_context(cafile: str | None = None) -> gevent.ssl.SSLContext:
     """A user's TLS frontend is spoken to without checking its certificate (`insecure`
-    alone only skips the host name check)."""
+    alone only skips the host name check), unless a CA is given (STICKLER_TLS_CA): then the
+    chain is checked (not the name: the harness connects to a loopback address)."""
+    if TLS_CA:
+        context = gevent.ssl.create_default_context(cafile=TLS_CA)
+        context.check_hostname = False
+        return context
     return gevent.ssl._create_unverified_context(cafile=cafile)
 
 

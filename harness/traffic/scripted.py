@@ -100,11 +100,12 @@ class Driver:
     def __init__(self, url: str, *, scenario: str, check: str = "",
                  sink: Callable[[RequestRecord], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, t0: float | None = None,
-                 timeout: float = 10.0, concurrency: int = 8, transport: str = "source"):
+                 timeout: float = 10.0, concurrency: int = 8, transport: str = "source",
+                 tls_ca: str | None = None):
         parts = urlsplit(url)
         self.host = ensure_loopback(parts.hostname or "")
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.tls = tls_context() if parts.scheme == "https" else None
+        self.tls = tls_context(tls_ca) if parts.scheme == "https" else None
         self.scenario = scenario
         self.check = check
         self.sink = sink
