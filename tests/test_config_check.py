@@ -200,3 +200,18 @@ def test_a_tls_frontend_is_checked_against_a_ca_when_one_is_given(tmp_path):
     assert wrong.returncode == 1
     assert "CERTIFICATE_VERIFY_FAILED" in (tmp_path / "wrong" / "report.json").read_text() \
         or "CERTIFICATE_VERIFY_FAILED" in wrong.stdout
+
+
+def test_diff_sets_a_misconfigured_config_apart_from_a_good_one(tmp_path):
+    proc = stickler("diff", str(ROOT / "fixtures" / "traces" / "shopping-day.jsonl"),
+                    "--speed", "max",
+                    "--topology", str(CONFIGS / "nginx" / "cookie-hash-memory" / "topology.yaml"),
+                    "--topology", str(CONFIGS / "apache" / "route-cookie" / "topology.yaml"),
+                    "--report-dir", str(tmp_path / "d"), timeout=600)
+    report = json.loads((tmp_path / "d" / "report.json").read_text())
+    broken = {c["topology"]: c["broken_here_only"] for c in report["comparisons"]}
+    assert broken["apache-route-cookie"] == 0, proc.stdout[-2000:]
+    # hash $cookie_sid: the first request of most sessions lands where its cart is not kept.
+    assert broken["nginx-cookie-hash-memory"] > 100
+    assert {c["topology"]: set(c["broken_here_only_by_kind"]) for c in
+            report["comparisons"]}["nginx-cookie-hash-memory"] == {"state-lost"}
