@@ -139,7 +139,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     topology = load_topology(args.topology)
     with runtime.start(topology, args.runtime) as cluster:
-        print(f"{topology.name}: {topology.kind} ({topology.mode}) at {cluster.url}")
+        mechanism = topology.mode or topology.config.mechanism
+        print(f"{topology.name}: {topology.kind} ({mechanism}) at {cluster.url}")
         if cluster.topology.client_ip != topology.client_ip:
             print(f"  client addresses: {cluster.topology.client_ip} (the {args.runtime} "
                   f"runtime cannot carry {topology.client_ip} addresses)")
@@ -148,7 +149,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         if getattr(cluster, "store", None) is not None:
             print(f"  session store: redis at {cluster.store.endpoint.address}"
                   + (" (on the cluster network)" if args.runtime == "containers" else ""))
-        print(f"try: curl -si -c /tmp/jar -b /tmp/jar -X POST '{cluster.url}/cart?item=tea'")
+        insecure = "k" if topology.tls else ""  # the user's certificate is not checked
+        print(f"try: curl -si{insecure} -c /tmp/jar -b /tmp/jar -X POST "
+              f"'{cluster.url}/cart?item=tea'")
         print("Ctrl-C stops everything.", flush=True)
         try:
             while True:
