@@ -235,6 +235,13 @@ def cmd_check(args: argparse.Namespace) -> int:
             for why in unknown:
                 print(f"UNKNOWN {topology.name} {topology.kind}.conformance: {why}")
             code = max(code, 1)
+        from harness.configs.findings import measured
+
+        report["findings"] = measured(report["checks"], data)
+        for f in report["findings"]:
+            print(f"FINDING {f['check']}: {f['finding']}")
+            for said in f["config_says"]:
+                print(f"  the config: {said}")
         write_json_atomic(report_file, report)
     return code
 

@@ -129,6 +129,10 @@ def test_check_fails_a_misconfigured_one_naming_the_check(tmp_path):
     assert proc.returncode == 1
     assert "FAIL cookie-collides requirement.sessions-kept" in proc.stdout
     assert "also your app's session cookie" in proc.stdout  # the finding, before the run
+    assert "FINDING requirement.sessions-kept: 24 of 24 shoppers lost their session" in \
+        proc.stdout  # ...and after it, with what was measured
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert [f["check"] for f in report["findings"]] == ["requirement.sessions-kept"]
 
 
 def test_check_says_unknown_where_no_mechanism_applies(tmp_path):

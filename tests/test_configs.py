@@ -421,3 +421,23 @@ def test_peers_with_bind_and_a_local_server_line(tmp_path):
     text = haproxy.rewrite(config, topology, layout_for(topology.replica_ids, tmp_path, 1)).text
     assert "bind 127.0.0.7:8100" in text.split("defaults")[0]
     assert "localpeer me" in text and "server other 127.0.0.7:9" in text
+
+
+def test_a_failed_requirement_becomes_a_measured_finding_with_the_configs_cause():
+    from harness.configs.findings import measured
+
+    checks = [
+        {"id": "requirement.dead-server-users-served", "verdict": "fail", "topology": "t",
+         "metrics": {"failed_requests": 72, "during_requests": 72, "affected_sessions": 3,
+                     "status_503": 72}},
+        {"id": "requirement.sessions-kept", "verdict": "pass", "metrics": {}},
+        {"id": "haproxy.cookie-insert.sticky", "verdict": "fail", "metrics": {}},
+    ]
+    config = {"failover": {"redispatch": "off"},
+              "findings": [{"severity": "warning", "message": "no redispatch and no checks"},
+                           {"severity": "note", "message": "a note"}]}
+    (finding,) = measured(checks, config)
+    assert finding["check"] == "requirement.dead-server-users-served"
+    assert "72 of 72 requests of its 3 sessions failed (72 x 503)" in finding["finding"]
+    assert "redispatch off" in finding["finding"]
+    assert finding["config_says"] == ["no redispatch and no checks"]
