@@ -112,7 +112,7 @@ def _conformance_run(args: argparse.Namespace, files: list[str], runtime: str,
 
 
 def cmd_topology(args: argparse.Namespace) -> int:
-    from harness.balancers import Endpoint, Layout, get_adapter
+    from harness.balancers import Layout, get_adapter
     from harness.topology import load_topology
 
     topologies = [load_topology(f) for f in args.files]  # all validated before any output
@@ -124,10 +124,7 @@ def cmd_topology(args: argparse.Namespace) -> int:
                   f"{topology.expect or 'no mechanism: the requirements only'})")
         else:
             extra = topology.config.listeners - 1 if topology.config is not None else 0
-            layout = Layout(Endpoint("127.0.0.1", 8080),
-                            {r.id: Endpoint("127.0.0.1", 8081 + i)
-                             for i, r in enumerate(topology.replicas)}, Path("/tmp/stickler"),
-                            extra=[Endpoint("127.0.0.1", 8180 + i) for i in range(extra)])
+            layout = Layout.example(topology.replica_ids, Path("/tmp/stickler"), extra)
             print(get_adapter(topology.kind).render(topology, layout), end="")
     return 0
 

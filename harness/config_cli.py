@@ -83,9 +83,9 @@ def _name(path: Path) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", stem.lower()).strip("-")[:40] or "config"
 
 
-def load(args: argparse.Namespace, where: Path | None = None):
-    """The config topology for the command line (validated by the balancer's own tools);
-    the topology file is written to `where` (the report) or a temporary one."""
+def load(args: argparse.Namespace):
+    """The config topology for the command line (validated by the balancer's own tools),
+    and its YAML document (what `check` keeps in the report)."""
     import tempfile
 
     from harness.topology import load_topology
@@ -94,14 +94,10 @@ def load(args: argparse.Namespace, where: Path | None = None):
     if not path.exists():
         raise InputError("no such file", file=args.config)
     doc = _topology_doc(args, path, _name(path))
-    if where is None:
-        with tempfile.TemporaryDirectory(prefix="stickler-inspect-") as tmp:
-            file = Path(tmp) / "topology.yaml"
-            file.write_text(yaml.safe_dump(doc, sort_keys=False))
-            return load_topology(file), file
-    file = where / "topology.yaml"
-    file.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return load_topology(file), file
+    with tempfile.TemporaryDirectory(prefix="stickler-config-") as tmp:
+        file = Path(tmp) / "topology.yaml"
+        file.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return load_topology(file), doc
 
 
 def applicability(topology) -> dict[str, Any]:
@@ -207,9 +203,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     if (report_dir / "report.json").exists():
         raise InputError("a report is already there; choose another --report-dir",
                          file=str(report_dir / "report.json"))
-    topology, _ = load(args)  # refused before anything is written
+    topology, doc = load(args)  # refused before anything is written
     report_dir.mkdir(parents=True, exist_ok=True)
-    topology, file = load(args, report_dir)
+    file = report_dir / "topology.yaml"  # the config topology that runs, kept in the report
+    file.write_text(yaml.safe_dump(doc, sort_keys=False))
     data = inspection(topology)
     _keep_rewrite(topology, report_dir)
     print(render_text(data))
@@ -249,14 +246,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _keep_rewrite(topology, report_dir: Path) -> None:
     """The rewritten config as it runs (with example addresses: each run has its own), and
     what was changed, beside the report."""
-    from harness.balancers import Endpoint, Layout
+    from harness.balancers import Layout
     from harness.configs import rewrite
 
-    layout = Layout(Endpoint("127.0.0.1", 8080),
-                    {rid: Endpoint("127.0.0.1", 8081 + i)
-                     for i, rid in enumerate(topology.replica_ids)}, report_dir / "run",
-                    extra=[Endpoint("127.0.0.1", 8180 + i)
-                           for i in range(topology.config.listeners - 1)])
+    layout = Layout.example(topology.replica_ids, report_dir / "run",
+                            topology.config.listeners - 1)
     result = rewrite(topology.config, topology, layout)
     name = topology.config.path.name
     (report_dir / f"rewritten-{name}").write_text(result.text)

@@ -71,31 +71,31 @@ def _drive_scale_up(cluster: Cluster, session_plans: list[plans.SessionPlan],
     return before + after
 
 
+def _going_on(session_plans: list[plans.SessionPlan],
+              before: list[RequestRecord]) -> list[plans.SessionPlan]:
+    """The same sessions again, with the cookies and carts they ended `before` with."""
+    jars = m.final_cookies(before)
+    carts = {r.session: r.cart_seen or 0 for r in before}  # records are in session order
+    return [dataclasses.replace(p, initial_cookies=jars.get(p.session, {}),
+                                cart_before=carts.get(p.session, 0)) for p in session_plans]
+
+
+def _phases(records: list[RequestRecord]) -> tuple[list[RequestRecord], list[RequestRecord]]:
+    return ([r for r in records if r.scenario.endswith(":before")],
+            [r for r in records if r.scenario.endswith(":after")])
+
+
 def _drive_scale_up_sessions(cluster: Cluster, session_plans: list[plans.SessionPlan],
                              driver: Callable[[str], Driver]) -> list[RequestRecord]:
     """Sessions run; a replica is added; they go on with their cookies and carts; the
     replica is removed again afterwards."""
     before = driver(":before").run(session_plans)
-    jars = m.final_cookies(before)
-    carts = {r.session: r.cart_seen or 0 for r in before}  # records are in session order
     added = cluster.add_replica()
     try:
-        going_on = [dataclasses.replace(p, initial_cookies=jars.get(p.session, {}),
-                                        cart_before=carts.get(p.session, 0))
-                    for p in session_plans]
-        after = driver(":after").run(going_on)
+        after = driver(":after").run(_going_on(session_plans, before))
     finally:
         cluster.remove_replica(added)
     return before + after
-
-
-def _scale_sessions_extra(records: list[RequestRecord], p: dict,
-                          t: Topology) -> dict[str, float]:
-    before = [r for r in records if r.scenario.endswith(":before")]
-    after = [r for r in records if r.scenario.endswith(":after")]
-    new = {r.replica for r in after} - {r.replica for r in before}
-    return m.remap_metrics(before, after, "session", new.pop() if len(new) == 1 else "",
-                           settled=True)
 
 
 def _drive_drain(cluster: Cluster, session_plans: list[plans.SessionPlan],
@@ -106,21 +106,16 @@ def _drive_drain(cluster: Cluster, session_plans: list[plans.SessionPlan],
     old, new = session_plans[:half], session_plans[half:]
     before = driver(":before").run(old)
     target = m.drain_target(before)
-    jars = m.final_cookies(before)
-    carts = {r.session: r.cart_seen or 0 for r in before}  # records are in session order
     cluster.drain(target)
     try:
-        going_on = [dataclasses.replace(p, initial_cookies=jars.get(p.session, {}),
-                                        cart_before=carts.get(p.session, 0)) for p in old]
-        after = driver(":after").run(going_on + new)
+        after = driver(":after").run(_going_on(old, before) + new)
     finally:
         cluster.undrain(target)
     return before + after
 
 
 def _drain_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[str, float]:
-    before = [r for r in records if r.scenario.endswith(":before")]
-    after = [r for r in records if r.scenario.endswith(":after")]
+    before, after = _phases(records)
     return m.drain_metrics(before, after, m.drain_target(before))
 
 
@@ -262,11 +257,14 @@ def _forged_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[st
             "forged_replaced_share": replaced / len(firsts) if firsts else 0.0}
 
 
-def _remap_extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[str, float]:
-    before = [r for r in records if r.scenario.endswith(":before")]
-    after = [r for r in records if r.scenario.endswith(":after")]
-    new = {r.replica for r in after} - {r.replica for r in before}
-    return m.remap_metrics(before, after, "client_ip", new.pop() if len(new) == 1 else "")
+def _remap_extra(key: str, settled: bool = False):
+    """Remap metrics by `key` between the phases before and after a replica was added."""
+    def extra(records: list[RequestRecord], p: dict, t: Topology) -> dict[str, float]:
+        before, after = _phases(records)
+        new = {r.replica for r in after} - {r.replica for r in before}
+        return m.remap_metrics(before, after, key, new.pop() if len(new) == 1 else "",
+                               settled=settled)
+    return extra
 
 
 def _sessions(**fixed: Any):
@@ -337,12 +335,13 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              "a fourth replica is added; the replica is removed again afterwards",
              {**_BASE, "sessions": 60, "requests": 2, "send_header": True},
              SUMMARY_METRICS + REMAP_METRICS, _sessions(), key="client_ip",
-             extra=_remap_extra, drive=_drive_scale_up),
+             extra=_remap_extra("client_ip"), drive=_drive_scale_up),
     Scenario("scale-up-sessions",
              "shoppers that keep their cookies; a replica is added while they shop, and they "
              "go on with their cookies and carts; the replica is removed afterwards",
              {**_BASE, "sessions": 36, "requests": 4},
-             SUMMARY_METRICS + REMAP_METRICS, _sessions(), extra=_scale_sessions_extra,
+             SUMMARY_METRICS + REMAP_METRICS, _sessions(),
+             extra=_remap_extra("session", settled=True),
              drive=_drive_scale_up_sessions),
     Scenario("drain-sessions",
              "cookie-keeping sessions; the replica most of them are on is drained; they go on "

@@ -80,6 +80,14 @@ class Layout:
     # More listening addresses, for a user's config with several (harness/configs).
     extra: list[Endpoint] = field(default_factory=list)
 
+    @classmethod
+    def example(cls, replica_ids: list[str], workdir: Path, extra: int = 0) -> Layout:
+        """Addresses for a config that is shown or checked, not run: the balancer on
+        127.0.0.1:8080, replicas from 8081, further listeners from 8180."""
+        return cls(Endpoint("127.0.0.1", 8080),
+                   {rid: Endpoint("127.0.0.1", 8081 + i) for i, rid in enumerate(replica_ids)},
+                   workdir, extra=[Endpoint("127.0.0.1", 8180 + i) for i in range(extra)])
+
 
 class Adapter:
     """Base class: subclasses set the class attributes and `command`."""

@@ -181,7 +181,7 @@ def balancer_check(config: UserConfig, name: str, command, env: dict | None = No
     import subprocess
     import tempfile
 
-    from harness.balancers import Endpoint, Layout
+    from harness.balancers import Layout
     from harness.configs.topology import build
 
     with tempfile.TemporaryDirectory(prefix=f"stickler-{config.kind}-check-") as tmp:
@@ -189,9 +189,7 @@ def balancer_check(config: UserConfig, name: str, command, env: dict | None = No
         for folder in extra_dirs:
             (work / folder).mkdir()
         topology = build(config, name="check")
-        layout = Layout(Endpoint("127.0.0.1", 1), {
-            rid: Endpoint("127.0.0.1", 2 + i) for i, rid in enumerate(topology.replica_ids)},
-            work, extra=[Endpoint("127.0.0.1", 100 + i) for i in range(config.listeners)])
+        layout = Layout.example(topology.replica_ids, work, config.listeners - 1)
         result = rewrite(config, topology, layout)
         candidate = work / name
         candidate.write_text(result.text)

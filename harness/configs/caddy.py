@@ -429,9 +429,7 @@ def validate(config: UserConfig) -> None:
     """`caddy validate` on the rewritten JSON (a throwaway layout)."""
     from harness.balancers import get_adapter
 
-    binary = get_adapter("caddy").which()
-    done, _, _ = balancer_check(config, "caddy.json",
-                                lambda path, layout: [binary, "validate", "--config", str(path)],
+    done, _, _ = balancer_check(config, "caddy.json", get_adapter("caddy").check_command,
                                 env=_env)
     if done.returncode != 0:
         lines = [ln for ln in done.stderr.splitlines() if "Error" in ln or "error" in ln]
