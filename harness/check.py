@@ -95,6 +95,12 @@ class ClusterPool:
             cluster.__exit__(None, None, None)
 
 
+def _mode_spec(topology: Topology):
+    from harness.balancers import get_adapter
+
+    return get_adapter(topology.kind).modes.get(topology.mode)
+
+
 def checks_for(topology: Topology, suite: str | None = None) -> list[Expectation]:
     """The checks that judge a topology in `suite`: the expectations of the mode it is
     expected to behave as, and for a user's own config the requirements too."""
@@ -154,8 +160,10 @@ def _run(topology: Topology, exp: Expectation, runtime: str, pool: ClusterPool, 
     with HistoryWriter(history_dir / f"{history_name(topology.name, cluster.runtime)}") as h:
         outcome = scenario.run(cluster, topology.as_claimed(), rng, exp.params,
                                sink=h.write, check=exp.id)
+    spec = _mode_spec(topology)
     verdict = judge(exp.conditions, outcome.metrics, exp.min_samples, exp.samples,
-                    addresses_carried=not lost, key=outcome.key)
+                    addresses_carried=not lost, key=outcome.key,
+                    keyed_by_address=bool(spec and spec.keyed_by_address))
     errors = [r.error for r in outcome.records if getattr(r, "error", None)]
     if errors and verdict.verdict != PASS:
         # Why requests failed is what a user needs when a verdict rests on too few answers

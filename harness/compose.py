@@ -4,7 +4,9 @@ or `docker compose up` (v2) in compose/topologies/<name>/.
 
 Each topology gets a directory with docker-compose.yml and the balancer's config. The file
 uses format 2.4, which both Compose versions accept, fixed addresses on one network (as in
-the containers runtime), and the balancer published on 127.0.0.1 only.
+the containers runtime), and the balancer published on 127.0.0.1 only. For a config topology
+the config is the user's file rewritten onto those addresses, and the user's folder (where
+the rewrite finds certificates and maps) is mounted read-only at its own path.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from harness.runtime.containers import (
     STORE_OFFSET,
     WORKDIR,
     container_adapter,
+    extra_listeners,
     in_image,
 )
 from harness.topology import Topology
@@ -37,20 +40,13 @@ HEADER = """\
 # Rendered by `stickler compose render` from {source}. Do not edit; render again.
 # Needs the image: `stickler images build` (tags {repo}:latest).
 # Start: docker-compose up  (or: docker compose up). The balancer answers on
-# http://127.0.0.1:${{STICKLER_PORT:-8080}}/ ; reload it after editing {config}:
+# {scheme}://127.0.0.1:${{STICKLER_PORT:-8080}}/ ; reload it after editing {config}:
 # {reload}
 """
 
 
 def render(topology: Topology, subnet: str = DEFAULT_SUBNET) -> dict[str, str]:
     """File name -> text: docker-compose.yml and the balancer's config."""
-    if topology.config is not None:
-        from harness.errors import InputError
-
-        raise InputError(f"{topology.name} is a config topology (your own {topology.kind} "
-                         f"config): Compose files are made for Stickler's own topologies "
-                         f"only, for now (config topologies run on local processes)",
-                         file=topology.source)
     net = ipaddress.ip_network(subnet)
     if net.num_addresses < REPLICA_OFFSET + len(topology.replicas) + 2:
         raise ValueError(f"subnet {subnet} is too small for {len(topology.replicas)} replicas")
@@ -62,8 +58,15 @@ def render(topology: Topology, subnet: str = DEFAULT_SUBNET) -> dict[str, str]:
     layout = Layout(Endpoint("0.0.0.0", PORT), replicas, WORKDIR,
                     trusted=str(net.network_address + 1))
     layout.secret = images.digest("compose", topology.name)  # stable, so renders diff clean
+    name = adapter.config_name_for(topology)
+    volumes = [f"./{name}:{WORKDIR / name}:ro"]
+    if topology.config is not None:
+        # A user's config: its further listeners, and its folder (certificates, maps, error
+        # pages, which the rewrite names by their paths there) mounted read-only.
+        layout.extra = extra_listeners(topology)
+        volumes.append(f"{topology.config.folder}:{topology.config.folder}:ro")
     config = adapter.render(topology, layout)
-    config_path = WORKDIR / adapter.config_name
+    config_path = WORKDIR / name
     services: dict[str, Any] = {
         "balancer": {
             "image": IMAGE,
@@ -72,7 +75,7 @@ def render(topology: Topology, subnet: str = DEFAULT_SUBNET) -> dict[str, str]:
             **({"environment": adapter.environment(layout)} if adapter.environment(layout)
                else {}),
             "ports": [f"127.0.0.1:${{STICKLER_PORT:-8080}}:{PORT}"],
-            "volumes": [f"./{adapter.config_name}:{config_path}:ro"],
+            "volumes": volumes,
             "depends_on": list(replicas),
             "networks": {"stickler": {"ipv4_address": balancer_ip}},
         },
@@ -101,10 +104,10 @@ def render(topology: Topology, subnet: str = DEFAULT_SUBNET) -> dict[str, str]:
     reload = (f"docker-compose exec balancer {' '.join(in_image(topology.kind, reload_argv))}"
               if reload_argv else
               f"docker-compose kill -s {adapter.reload_signal.name.removeprefix('SIG')} balancer")
-    header = HEADER.format(source=_source(topology), repo=images.NODE_REPO,
-                           config=adapter.config_name, reload=reload)
+    header = HEADER.format(source=_source(topology), repo=images.NODE_REPO, config=name,
+                           reload=reload, scheme="https" if topology.tls else "http")
     text = header + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=100)
-    return {"docker-compose.yml": text, adapter.config_name: config}
+    return {"docker-compose.yml": text, name: config}
 
 
 class _Dumper(yaml.SafeDumper):

@@ -49,8 +49,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _config_args(chk)
     chk.add_argument("--suite", action="append", default=[], metavar="NAME",
                      help="only this suite (repeatable)")
-    chk.add_argument("--runtime", default="processes", choices=["processes"],
-                     help="how the cluster is started (config topologies: processes)")
+    chk.add_argument("--runtime", default="processes", choices=["processes", "containers"],
+                     help="how the cluster is started: local processes (default) or Docker "
+                          "containers (the config's folder is copied into the balancer's)")
     chk.add_argument("--seed", type=int, help="rerun with this seed")
     chk.add_argument("--jobs", "-j", metavar="N", help="checks run at once (default: auto)")
     chk.add_argument("--report-dir", metavar="DIR",

@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "compose" / "topologies"
 SAMPLES = sorted(TOPOLOGY_DIR.glob("*.yaml"))
 COMPOSE_V1 = shutil.which("docker-compose")
+# A user's own config (TLS termination; its certificate in the config's folder).
+TLS_CONFIG = ROOT / "fixtures" / "configs" / "haproxy" / "tls-termination" / "topology.yaml"
 
 
 def test_committed_files_match_the_templates(tmp_path):
@@ -45,6 +47,18 @@ def test_render_puts_replicas_on_fixed_addresses_and_publishes_on_loopback():
         compose.render(topology, "10.99.0.0/30")
 
 
+def test_a_config_topology_gets_its_rewrite_and_its_folder_mounted_read_only():
+    topology = load_topology(TLS_CONFIG)
+    files = compose.render(topology, "10.99.0.0/24")
+    assert set(files) == {"docker-compose.yml", "haproxy.cfg"}
+    folder = topology.config.folder
+    assert f"{folder}:{folder}:ro" in files["docker-compose.yml"]
+    assert "# https://127.0.0.1:" in files["docker-compose.yml"]
+    assert "server a1 10.99.0.10:8080 check cookie a1" in files["haproxy.cfg"]
+    assert "bind 0.0.0.0:8080 ssl crt certs/shop.pem" in files["haproxy.cfg"]
+    assert f"default-path origin {folder}" in files["haproxy.cfg"]
+
+
 def test_bad_subnet_is_an_input_error(tmp_path, capsys):
     assert main(["compose", "render", "--subnet", "not-a-net", "--out", str(tmp_path)]) == 2
     assert "--subnet" in capsys.readouterr().err
@@ -62,15 +76,22 @@ def test_compose_v1_accepts_the_file(sample):
 @pytest.mark.integration
 @pytest.mark.skipif(not COMPOSE_V1 or not docker_env.available(),
                     reason="needs docker-compose and a Docker daemon")
-def test_compose_up_serves_through_the_balancer(tmp_path):
+@pytest.mark.parametrize("topology_file, replicas", [
+    (TOPOLOGY_DIR / "haproxy-roundrobin.yaml", {"r1", "r2", "r3"}),
+    (TLS_CONFIG, {"a1", "a2", "a3"})])
+def test_compose_up_serves_through_the_balancer(tmp_path, topology_file, replicas):
+    import ssl
+
     client = docker_env.client()
     image = images.ensure_node_image(client)
     port = net.free_port("127.0.0.1")
     project = f"stickler-itest-{os.getpid()}"
+    topology = load_topology(topology_file)
     # A subnet Docker has not handed out, so parallel runs and other stacks do not collide.
-    compose.write(load_topology(TOPOLOGY_DIR / "haproxy-roundrobin.yaml"), tmp_path,
-                  "172.31.251.0/24")
-    cwd = tmp_path / "haproxy-roundrobin"
+    compose.write(topology, tmp_path, "172.31.251.0/24")
+    cwd = tmp_path / topology.name
+    scheme = "https" if topology.tls else "http"
+    unverified = ssl._create_unverified_context()  # the fixture's self-signed certificate
     env = {**os.environ, "STICKLER_IMAGE": image, "STICKLER_PORT": str(port)}
     cmd = [COMPOSE_V1, "-p", project]
     try:
@@ -81,11 +102,12 @@ def test_compose_up_serves_through_the_balancer(tmp_path):
         deadline = time.monotonic() + 20
         while len(seen) < 3 and time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                with urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}/", timeout=2,
+                                            context=unverified) as resp:
                     seen.add(resp.headers["X-Replica"])
             except OSError:
                 time.sleep(0.2)
-        assert seen == {"r1", "r2", "r3"}
+        assert seen == replicas
     finally:
         subprocess.run([*cmd, "down", "-v", "-t", "2"], cwd=cwd, env=env,
                        capture_output=True, timeout=120)

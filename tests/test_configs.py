@@ -441,3 +441,66 @@ def test_a_failed_requirement_becomes_a_measured_finding_with_the_configs_cause(
     assert "72 of 72 requests of its 3 sessions failed (72 x 503)" in finding["finding"]
     assert "redispatch off" in finding["finding"]
     assert finding["config_says"] == ["no redispatch and no checks"]
+
+
+def container_layout(ids, tmp_path) -> Layout:
+    """As the containers runtime lays a cluster out: the balancer on 0.0.0.0 in its own
+    namespace, replicas on the cluster network, Docker's gateway the trusted hop."""
+    return Layout(Endpoint("0.0.0.0", 8080),
+                  {rid: Endpoint(f"172.30.0.{10 + i}", 8080) for i, rid in enumerate(ids)},
+                  tmp_path, trusted="172.30.0.1")
+
+
+def as_proxy_protocol(topology):
+    from harness.runtime import runnable
+
+    return runnable(topology, "containers")
+
+
+def test_source_clients_in_containers_are_read_from_proxy_headers(tmp_path):
+    """Where the runtime cannot carry source addresses, the listener reads the same address
+    from a PROXY header (and says so); targets not under test stay closed, on loopback."""
+    from harness.configs import apache
+    from harness.configs.apache_model import parse
+
+    config = haproxy.read(write(tmp_path, "haproxy.cfg", HAPROXY_BASIC), None, check=False)
+    topology = as_proxy_protocol(build(config, name="t"))
+    result = haproxy.rewrite(config, topology, container_layout(topology.replica_ids, tmp_path))
+    assert "bind 0.0.0.0:8080 accept-proxy" in result.text
+    assert "server o 127.0.0.1:9" in result.text
+    assert any("accept-proxy" in n and "PROXY" in n for n in result.notes)
+
+    config = nginx.read(write(tmp_path, "nginx.conf", NGINX_HASH), None, check=False)
+    topology = as_proxy_protocol(build(config, name="t"))
+    text = nginx.rewrite(config, topology, container_layout(topology.replica_ids, tmp_path)).text
+    assert "listen 0.0.0.0:8080 proxy_protocol;" in text
+    assert "set_real_ip_from 172.30.0.1;" in text and "real_ip_header proxy_protocol;" in text
+
+    path = write(tmp_path, "shop.conf", """\
+        <VirtualHost *:80>
+            <Proxy balancer://app>
+                BalancerMember http://10.0.0.1:8080 route=a
+                BalancerMember http://10.0.0.2:8080 route=b
+                ProxySet stickysession=ROUTEID
+            </Proxy>
+            ProxyPass / balancer://app/
+        </VirtualHost>
+    """)
+    config = apache.detect(parse(path), path, None)
+    topology = as_proxy_protocol(build(config, name="t"))
+    text = apache.rewrite(config, topology, container_layout(topology.replica_ids, tmp_path)).text
+    assert "RemoteIPProxyProtocol On" in text
+
+
+def test_clients_the_config_already_takes_by_proxy_header_are_left_alone(tmp_path):
+    text = HAPROXY_BASIC.replace("bind :80\n", "bind :80 accept-proxy\n")
+    config = haproxy.read(write(tmp_path, "haproxy.cfg", text), None, check=False)
+    assert config.client_ip == "proxy-protocol"
+    topology = build(config, name="t")
+    result = haproxy.rewrite(config, topology, container_layout(topology.replica_ids, tmp_path))
+    assert result.text.count("accept-proxy") == 1
+    # On local processes `source` stays the source: nothing added.
+    config = haproxy.read(write(tmp_path, "haproxy.cfg", HAPROXY_BASIC), None, check=False)
+    topology = build(config, name="t")
+    assert "accept-proxy" not in haproxy.rewrite(
+        config, topology, layout_for(topology.replica_ids, tmp_path, 1)).text

@@ -143,6 +143,11 @@ def test_verdicts():
                  addresses_carried=False).verdict == FAIL
     by_address = judge(conds, lost, 100, addresses_carried=False, key="client_ip")
     assert by_address.verdict == UNKNOWN and "client_ip" in by_address.reason
+    # A balancer that picks servers by the address (lb_policy ip_hash): no session check of
+    # it can be judged either, whatever the checks group by; where addresses arrive, it can.
+    keyed = judge(conds, lost, 100, addresses_carried=False, keyed_by_address=True)
+    assert keyed.verdict == UNKNOWN and "every client looked alike" in keyed.reason
+    assert judge(conds, good, 100, keyed_by_address=True).verdict == PASS
 
 
 def test_runtimes_without_source_addresses_get_the_proxy_protocol_instead():

@@ -242,7 +242,13 @@ def test_recorded_samples_import_and_replay(tmp_path, fmt, sample, extra):
 
 
 @pytest.mark.integration
-def test_record_between_clients_and_a_balancer_then_replay(tmp_path):
+@pytest.mark.parametrize("topology_file, cookie, replicas", [
+    ("fixtures/topologies/haproxy-cookie-insert.yaml", "SRVID", {"r1", "r2", "r3"}),
+    # a user's own config (ACL routing to three backends; the app backend's cookie SRV)
+    ("fixtures/configs/haproxy/acl-routing/topology.yaml", "SRV", {"web1", "web2", "web3"}),
+])
+def test_record_between_clients_and_a_balancer_then_replay(tmp_path, topology_file, cookie,
+                                                           replicas):
     import random
     import signal
     import subprocess
@@ -256,12 +262,13 @@ def test_record_between_clients_and_a_balancer_then_replay(tmp_path):
     from harness.traffic.scripted import Driver
 
     out = tmp_path / "recorded.jsonl"
-    topology = load_topology("fixtures/topologies/haproxy-cookie-insert.yaml")
+    topology = load_topology(topology_file)
     with ProcessCluster(topology) as cluster:
         port = free_port("127.0.0.1")
         recorder = subprocess.Popen(
             [sys.executable, "-m", "harness.cli", "record", "--upstream",
-             cluster.layout.balancer.address, "--listen", f"127.0.0.1:{port}", "-o", str(out)],
+             cluster.layout.balancer.address, "--listen", f"127.0.0.1:{port}", "-o", str(out),
+             "--keep-cookie", cookie],
             stderr=subprocess.PIPE, text=True)
         try:
             wait.until(lambda: wait.http_status("127.0.0.1", port, "/healthz") == 200, 15,
@@ -281,11 +288,10 @@ def test_record_between_clients_and_a_balancer_then_replay(tmp_path):
         by_session.setdefault(r.session, []).append(r)
     assert len(by_session) == 5  # the first request of each joined its session (Set-Cookie)
     assert all([r.seq for r in rs] == [0, 1, 2, 3] for rs in by_session.values())
-    assert {r.replica for r in records} <= {"r1", "r2", "r3"}
+    assert {r.replica for r in records} <= replicas
     assert all(r.cookies_sent.get("sid", "REDACTED") == "REDACTED" for r in records)
-    assert any(r.cookies_sent.get("SRVID", "").startswith("r") for r in records)
-    code = main(["replay", str(out), "--topology",
-                 "fixtures/topologies/haproxy-cookie-insert.yaml", "--speed", "max",
+    assert any(r.cookies_sent.get(cookie) in replicas for r in records)
+    code = main(["replay", str(out), "--topology", topology_file, "--speed", "max",
                  "--report-dir", str(tmp_path / "r")])
     assert code == 0
 

@@ -19,11 +19,14 @@ class Verdict:
 
 def judge(conditions: tuple[Condition, ...] | list[Condition], metrics: dict[str, float],
           min_samples: int, samples_metric: str = "judged_requests", *,
-          addresses_carried: bool = True, key: str = "session") -> Verdict:
+          addresses_carried: bool = True, key: str = "session",
+          keyed_by_address: bool = False) -> Verdict:
     """`unknown` when the run has too few samples, or errors, to decide either way, or when
     the balancer saw other client addresses than the harness sent. `addresses_carried`
     False: the runtime could not get client addresses to the balancer at all, so address
-    mismatches are expected, and a check grouped by address cannot be judged."""
+    mismatches are expected, and a check grouped by address cannot be judged; nor can any
+    check of a balancer that picks servers by the client address (`keyed_by_address`):
+    every client looked alike to it."""
     samples = int(metrics.get(samples_metric, 0))
     if samples < min_samples:
         return Verdict(UNKNOWN, samples, reason=f"only {samples} samples ({samples_metric}); "
@@ -35,6 +38,10 @@ def judge(conditions: tuple[Condition, ...] | list[Condition], metrics: dict[str
     if not addresses_carried and key != "session":
         return Verdict(UNKNOWN, samples, reason=f"this check groups clients by {key}, and "
                        f"their addresses could not reach the balancer on this runtime")
+    if not addresses_carried and keyed_by_address:
+        return Verdict(UNKNOWN, samples, reason="the balancer picks servers by the client "
+                       "address, and client addresses could not reach it on this runtime: "
+                       "every client looked alike to it")
     if addresses_carried and metrics.get("client_ip_mismatches", 0) > 0:
         return Verdict(UNKNOWN, samples, reason=f"the balancer reported "
                        f"{metrics['client_ip_mismatches']:g} requests as coming from another "

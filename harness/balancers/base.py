@@ -46,6 +46,8 @@ class ModeSpec:
     # Which topology option names the cookie the app itself must set (prefix/rewrite modes).
     app_session_cookie_from: str | None = None
     app_affinity_cookie_from: str | None = None
+    # It picks servers by the client address: nothing can be judged where addresses are lost.
+    keyed_by_address: bool = False
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")  # RFC 9110 token: cookie/h
 SECRET = re.compile(r"^[A-Za-z0-9._~+/=-]*$")  # one bare Caddyfile word, no quoting needed
 
 
-def _mode(summary: str, options: dict | None = None) -> ModeSpec:
-    return ModeSpec(summary, {**(options or {}), **COMMON})
+def _mode(summary: str, options: dict | None = None, **kw: Any) -> ModeSpec:
+    return ModeSpec(summary, {**(options or {}), **COMMON}, **kw)
 
 
 class Caddy(Adapter):
@@ -44,7 +44,8 @@ class Caddy(Adapter):
         "first": _mode("lb_policy first: the first available upstream in config order"),
         "cookie": _mode("lb_policy cookie <name> [<secret>]: HMAC-SHA256 of the upstream's "
                         "dial address in a cookie Caddy sets", {"cookie": "lb", "secret": ""}),
-        "ip-hash": _mode("lb_policy ip_hash: rendezvous hash of the whole client address"),
+        "ip-hash": _mode("lb_policy ip_hash: rendezvous hash of the whole client address",
+                         keyed_by_address=True),
         "header-hash": _mode("lb_policy header <field>: rendezvous hash of a request header",
                              {"header": "X-Session-Id"}),
     }

@@ -15,7 +15,7 @@ COMMON = {"redispatch": False, "retries": 3, "persist": False, "connect_timeout_
           "on_marked_down": Choice("", ("", "shutdown-sessions"))}
 
 
-def _mode(summary: str, options: dict | None = None, **app: str) -> ModeSpec:
+def _mode(summary: str, options: dict | None = None, **app: Any) -> ModeSpec:
     return ModeSpec(summary, {**(options or {}), **COMMON}, **app)
 
 
@@ -45,8 +45,10 @@ class HAProxy(Adapter):
             {"cookie": "SERVERID"},
             app_affinity_cookie_from="cookie",
         ),
-        "source": _mode("balance source with hash-type map-based", {}),
-        "source-consistent": _mode("balance source with hash-type consistent", {}),
+        "source": _mode("balance source with hash-type map-based", {},
+                        keyed_by_address=True),
+        "source-consistent": _mode("balance source with hash-type consistent", {},
+                                   keyed_by_address=True),
         "header": _mode("balance hdr(<name>) with hash-type consistent",
                            {"header": "X-Session-Id"}),
     }

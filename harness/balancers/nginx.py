@@ -23,8 +23,8 @@ COMMON = {
 }
 
 
-def _mode(summary: str, options: dict | None = None) -> ModeSpec:
-    return ModeSpec(summary, {**(options or {}), **COMMON})
+def _mode(summary: str, options: dict | None = None, **kw: Any) -> ModeSpec:
+    return ModeSpec(summary, {**(options or {}), **COMMON}, **kw)
 
 
 class Nginx(Adapter):
@@ -40,7 +40,8 @@ class Nginx(Adapter):
                 "parameter, and `down` sends the replica's pinned clients elsewhere too")
     modes = {
         "roundrobin": _mode("default weighted round robin (the baseline)"),
-        "ip-hash": _mode("ip_hash: key is the first three octets of an IPv4 address"),
+        "ip-hash": _mode("ip_hash: key is the first three octets of an IPv4 address",
+                         keyed_by_address=True),
         "cookie-hash": _mode("hash $cookie_<name> [consistent]",
                              {"cookie": "sid", "consistent": True}),
         "header-hash": _mode("hash $http_<name> [consistent]",

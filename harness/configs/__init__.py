@@ -28,6 +28,26 @@ KINDS = ("haproxy", "nginx", "caddy", "apache")
 CLOSED_PORT = 9
 
 
+def closed_address(layout: Layout) -> str:
+    """Where a target that is not under test goes: the closed port of the cluster's own
+    address (loopback in a container, where the balancer listens on 0.0.0.0)."""
+    host = layout.balancer.host
+    return f"{'127.0.0.1' if host == '0.0.0.0' else host}:{CLOSED_PORT}"
+
+
+def reads_proxy_header(config: UserConfig, topology: Topology) -> bool:
+    """Whether the rewrite must make the listeners read PROXY protocol: the config takes
+    clients by their source address, which this runtime cannot carry (containers: the
+    connection comes from Docker's gateway), so the same addresses travel as PROXY
+    headers and the balancer reads them where it would have read the source."""
+    return config.client_ip == "source" and topology.client_ip.startswith("proxy-protocol")
+
+
+SOURCE_AS_PROXY = ("clients arrive by PROXY protocol: this runtime cannot carry their "
+                   "source addresses, so the listener reads the same address from a PROXY "
+                   "header instead")
+
+
 @dataclass(frozen=True)
 class Server:
     """One server line of the backend under test, as the user wrote it."""

@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.configs import (
-    CLOSED_PORT,
+    SOURCE_AS_PROXY,
     Finding,
     Rewrite,
     Server,
     UserConfig,
     balancer_check,
+    closed_address,
+    reads_proxy_header,
     server_for,
 )
 from harness.configs.apache_model import Node, params, parse
@@ -231,7 +233,7 @@ def rewrite(config: UserConfig, topology: Topology, layout: Layout) -> Rewrite:
     ports: list[int] = config.model["ports"]
     endpoints = [layout.balancer, *layout.extra]
     port_ep = {p: endpoints[i] for i, p in enumerate(ports) if i < len(endpoints)}
-    closed = f"{layout.balancer.host}:{CLOSED_PORT}"
+    closed = closed_address(layout)
     out: list[str] = []
     origin: dict[int, tuple[str, int]] = {}
     notes: list[str] = []
@@ -272,6 +274,9 @@ def rewrite(config: UserConfig, topology: Topology, layout: Layout) -> Rewrite:
     emit(f"Header always set X-Stickler-Config {layout.generation}")
     if topology.client_ip == "xff":
         emit(f"RemoteIPInternalProxy {layout.trusted}")
+    if reads_proxy_header(config, topology):
+        emit("RemoteIPProxyProtocol On")
+        notes.append(f"prologue: added RemoteIPProxyProtocol On ({SOURCE_AS_PROXY})")
     notes.append(f"prologue: ServerRoot, PidFile, logs and LoadModule ({len(modules)} "
                  f"modules) are the run's own; Listen "
                  f"{', '.join(f'{p} -> {ep.address}' for p, ep in port_ep.items())}")

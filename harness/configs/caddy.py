@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.configs import (
-    CLOSED_PORT,
     Finding,
     Rewrite,
     Server,
     UserConfig,
     balancer_check,
+    closed_address,
     server_for,
 )
 from harness.errors import InputError
@@ -371,7 +371,7 @@ def rewrite(config: UserConfig, topology: Topology, layout: Layout) -> Rewrite:
     model = config.model
     doc = copy.deepcopy(model["doc"])
     notes: list[str] = []
-    closed = f"{layout.balancer.host}:{CLOSED_PORT}"
+    closed = closed_address(layout)
     _absolutize(doc, config.folder)
     doc["admin"] = {"listen": Caddy.admin_socket(layout)}
     notes.append("admin endpoint -> the run's own unix socket")

@@ -7,13 +7,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.configs import (
-    CLOSED_PORT,
+    SOURCE_AS_PROXY,
     Finding,
     Rewrite,
     Server,
     UserConfig,
     balancer_check,
+    closed_address,
     explain,
+    reads_proxy_header,
     server_for,
 )
 from harness.configs.haproxy_model import Line, Model, Section, parse, time_ms
@@ -355,7 +357,8 @@ def rewrite(config: UserConfig, topology: Topology, layout: Layout) -> Rewrite:
     peer = local_peer(model, backend)
     if peer is not None and len(binds) < len(ports):
         bind_port[id(peer[1])] = ports[len(binds)]
-    closed = f"{layout.balancer.host}:{CLOSED_PORT}"
+    closed = closed_address(layout)
+    proxy = reads_proxy_header(config, topology)
 
     def emit(text: str, line: int | None = None) -> None:
         out.append(text)
@@ -392,7 +395,10 @@ def rewrite(config: UserConfig, topology: Topology, layout: Layout) -> Rewrite:
                     notes.append(f"line {line.no}: dropped `{line.raw.strip()}` (a socket "
                                  f"that is not TCP, or no port for it)")
                     continue
-                emit(line.replace_word(1, ep.address), line.no)
+                add = "accept-proxy" if proxy and "accept-proxy" not in line.words else ""
+                emit(line.replace_word(1, ep.address, add), line.no)
+                if add:
+                    notes.append(f"line {line.no}: added accept-proxy ({SOURCE_AS_PROXY})")
                 if line.words[1] != ep.address:
                     notes.append(f"line {line.no}: bind {line.words[1]} -> {ep.address}")
                 continue

@@ -30,9 +30,13 @@ class Line:
         """The raw text after word `index` (its spacing, quotes and comment kept)."""
         return self.raw[self.spans[index][1]:] if index < len(self.spans) else ""
 
-    def replace_word(self, index: int, text: str) -> str:
+    def replace_word(self, index: int, text: str, append: str = "") -> str:
+        """The line with word `index` replaced, and `append` added after its last word
+        (before a trailing comment)."""
         start, end = self.spans[index]
-        return self.raw[:start] + text + self.raw[end:]
+        last = self.spans[-1][1]
+        tail = self.raw[end:last] + (f" {append}" if append else "") + self.raw[last:]
+        return self.raw[:start] + text + tail
 
 
 @dataclass

@@ -11,13 +11,15 @@ import crossplane
 from crossplane.builder import _enquote
 
 from harness.configs import (
-    CLOSED_PORT,
+    SOURCE_AS_PROXY,
     Finding,
     Rewrite,
     Server,
     UserConfig,
     balancer_check,
+    closed_address,
     explain,
+    reads_proxy_header,
     server_for,
 )
 from harness.errors import InputError
@@ -282,7 +284,11 @@ def rewrite(config: UserConfig, topology: Topology, layout: Layout) -> Rewrite:
     port_of = {id(d): ports[i] for i, d in enumerate(listeners(http, primary))
                if i < len(ports)}
     upstream_names = {u["args"][0] for u in _upstreams(http)}
-    closed = f"{layout.balancer.host}:{CLOSED_PORT}"
+    closed = closed_address(layout)
+    proxy = reads_proxy_header(config, topology)
+    # The address from the PROXY header becomes $remote_addr, as the source was; unless
+    # the user's config names a real_ip_header of its own (a second one would be refused).
+    real_ip = proxy and not any(d["directive"] == "real_ip_header" for d, _ in _walk(parsed))
     out: list[str] = [f"# Rewritten by Stickler from {config.path} for topology "
                       f"{topology.name}; the user's file is unchanged."]
     origin: dict[int, tuple[str, int]] = {}
@@ -312,6 +318,11 @@ def rewrite(config: UserConfig, topology: Topology, layout: Layout) -> Rewrite:
         if context == "http":
             for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
                 emit(depth, f"{kind}_temp_path {layout.workdir}/nginx-tmp/{kind};")
+            if real_ip:
+                emit(depth, f"set_real_ip_from {layout.trusted};")
+                emit(depth, "real_ip_header proxy_protocol;")
+                notes.append(f"http: added set_real_ip_from {layout.trusted} and "
+                             f"real_ip_header proxy_protocol ({SOURCE_AS_PROXY})")
         if context in ("http", "server", "location", "if") and (
                 context == "http" or _find(items, "add_header")):
             # Only where the block has add_header of its own, or at the top: NGINX inherits
@@ -348,6 +359,9 @@ def rewrite(config: UserConfig, topology: Topology, layout: Layout) -> Rewrite:
                     continue
                 note(d, f"listen {args[0]} -> {ep.address}")
                 args[0] = ep.address
+                if proxy and "proxy_protocol" not in args:
+                    args.append("proxy_protocol")
+                    note(d, f"added proxy_protocol ({SOURCE_AS_PROXY})")
             if name in PASSES and args:
                 target = args[0].split("://", 1)[-1].split("/", 1)[0]
                 if target not in upstream_names and not target.startswith("unix:") \

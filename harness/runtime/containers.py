@@ -17,6 +17,11 @@ and connects hang until the balancer's connect timeout (measured: NGINX's client
 about 40 s with the default proxy_connect_timeout of 60 s). That "host gone" fault is
 `disconnect`: the holder leaves the network, and packets to the address go nowhere.
 
+A config topology (the user's own balancer config) runs here too: the rewrite of the user's
+file onto these addresses, the user's folder copied into the balancer's container at its own
+path (the rewrite names certificates and maps there), further listeners on the ports after
+the balancer's.
+
 Everything is labelled with the run id, the owning pid and
 the host name: leaving the `with` block (normally, by exception, SIGTERM or Ctrl-C) removes
 it, and `stickler clean` removes what a SIGKILLed run left.
@@ -118,10 +123,6 @@ class ContainerCluster(ReplicaSetMixin):
     def __init__(self, topology: Topology, *,
                  on_event: Callable[[FaultRecord], None] | None = None,
                  clock: Callable[[], float] = time.monotonic, image: str | None = None):
-        if topology.config is not None:
-            raise ClusterError(f"{topology.name}: a config topology (your own "
-                               f"{topology.kind} config) runs on the processes runtime only "
-                               f"for now; use --runtime processes")
         self.topology = topology
         self.adapter = container_adapter(topology.kind)
         self.on_event = on_event
@@ -152,6 +153,8 @@ class ContainerCluster(ReplicaSetMixin):
         self.image = self.image or images.ensure_node_image(self.client)
         self._create_network()
         self.layout = Layout(Endpoint("0.0.0.0", PORT), {}, WORKDIR, trusted=self.gateway)
+        if self.topology.config is not None:  # a user's config with more listeners
+            self.layout.extra = extra_listeners(self.topology)
         if self.topology.app.session_store == "redis":
             self._start_store()
         for replica in self.topology.replicas:
@@ -175,7 +178,8 @@ class ContainerCluster(ReplicaSetMixin):
     @property
     def url(self) -> str:
         assert self.balancer, "cluster not started"
-        return f"http://{self.balancer.published.address}"
+        scheme = "https" if self.topology.tls else "http"  # a user's TLS frontend
+        return f"{scheme}://{self.balancer.published.address}"
 
     def versions(self) -> dict[str, str]:
         import re
@@ -348,7 +352,8 @@ class ContainerCluster(ReplicaSetMixin):
 
     def _run(self, name: str, role: str, cmd: list[str], address: str,
              files: dict[str, bytes] | None = None, netns: Any = None,
-             env: dict[str, str] | None = None) -> Any:
+             env: dict[str, str] | None = None,
+             folders: dict[str, Path] | None = None) -> Any:
         """Start a container on the cluster network at `address` with its port published
         on 127.0.0.1, or, given `netns` (a holder), inside that container's namespace."""
         from docker.types import EndpointConfig
@@ -374,6 +379,8 @@ class ContainerCluster(ReplicaSetMixin):
             container.ports[PORT] = ("127.0.0.1",)  # published on 127.0.0.1, any free port
         for path, data in (files or {}).items():
             container = container.with_copy_into_container(data, path)
+        for path, folder in (folders or {}).items():  # copied as `path`
+            container = container.with_copy_into_container(folder, str(Path(path).parent))
         try:
             container.start()
         except Exception as exc:
@@ -446,7 +453,7 @@ class ContainerCluster(ReplicaSetMixin):
                                f"its log ends with:\n{tail}")
 
     def _config_path(self) -> Path:
-        return WORKDIR / self.adapter.config_name
+        return WORKDIR / self.adapter.config_name_for(self.topology)
 
     def _command(self, argv: list[str]) -> list[str]:
         return in_image(self.adapter.kind, argv)
@@ -460,15 +467,20 @@ class ContainerCluster(ReplicaSetMixin):
         move it into place: a rejected config never replaces a working one."""
         assert self.layout
         config = self._config_path()
-        candidate = config.with_suffix(".new")
+        candidate = config.with_name(f"{config.stem}.new{config.suffix}")  # the format stays
         _put_file(container, candidate, self._render().encode())
         code, out = container.exec_run(
             self._command(self.adapter.check_command(candidate, self.layout)),
             environment=self.adapter.environment(self.layout))
         if code != 0:
+            message = out.decode(errors="replace").strip()
+            if self.topology.config is not None:
+                from harness.configs import explain, rewrite
+
+                message = explain(message, str(candidate),
+                                  rewrite(self.topology.config, self.topology, self.layout))
             raise ClusterError(f"{self.adapter.kind} rejected the rendered config "
-                               f"{candidate} (in {container.name}):\n"
-                               f"{out.decode(errors='replace').strip()}")
+                               f"{candidate} (in {container.name}):\n{message}")
         code, out = container.exec_run(["mv", str(candidate), str(config)])
         if code != 0:
             raise ClusterError(f"cannot install {config} in {container.name}: {out.decode()}")
@@ -479,8 +491,13 @@ class ContainerCluster(ReplicaSetMixin):
         text = self._render().encode()
         address = self._address(BALANCER_OFFSET)
         cmd = self._command(self.adapter.command(config, self.layout))
+        folders = {}
+        if self.topology.config is not None:
+            # The user's folder at the same path: the rewrite names its certificates, maps
+            # and error pages there. A copy: nothing in the container can change the files.
+            folders[str(self.topology.config.folder)] = config_folder(self.topology)
         container = self._run("balancer", "balancer", cmd, address, {str(config): text},
-                              env=self.adapter.environment(self.layout))
+                              env=self.adapter.environment(self.layout), folders=folders)
         self.balancer = Node("balancer", container, Endpoint(address, PORT),
                              self._published(container.get_wrapped_container()))
         self._wait_balancer(1)
@@ -492,7 +509,8 @@ class ContainerCluster(ReplicaSetMixin):
         proxy_header = self.topology.client_ip.startswith("proxy-protocol")
 
         def answers() -> bool:
-            resp = wait.http_get(ep.host, ep.port, "/healthz", proxy_header=proxy_header)
+            resp = wait.http_get(ep.host, ep.port, "/healthz", proxy_header=proxy_header,
+                                 tls=self.topology.tls)
             return resp is not None and resp.getheader("X-Stickler-Config") == str(generation)
 
         try:
@@ -522,6 +540,38 @@ def kids(pid):
 masters = kids(1)
 print(" ".join(str(k) for m in masters for k in kids(m)))
 """
+
+
+def extra_listeners(topology: Topology) -> list[Endpoint]:
+    """A user's config's further listeners (frontends, a stick table's local peer): the
+    ports after the balancer's, in its own network namespace."""
+    assert topology.config is not None
+    return [Endpoint("0.0.0.0", PORT + 1 + i) for i in range(topology.config.listeners - 1)]
+
+
+MAX_FOLDER_BYTES = 64 * 2**20
+
+
+def config_folder(topology: Topology) -> Path:
+    """The folder of a user's config, checked to be one that can be copied into the
+    balancer's container: not the root, not larger than MAX_FOLDER_BYTES."""
+    assert topology.config is not None
+    folder = topology.config.folder
+    if folder == folder.parent:
+        raise ClusterError(f"{topology.config.path}: the containers runtime copies the "
+                           f"config's folder into the balancer's container; put the config "
+                           f"in a folder of its own")
+    size = 0
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            size += path.stat().st_size
+            if size > MAX_FOLDER_BYTES:
+                raise ClusterError(
+                    f"{folder}: the containers runtime copies the config's folder into the "
+                    f"balancer's container, and this one holds more than "
+                    f"{MAX_FOLDER_BYTES // 2**20} MiB; put the config and the files it "
+                    f"names (certificates, maps, error pages) in a folder of their own")
+    return folder
 
 
 def _workers(container) -> set[int]:

@@ -45,11 +45,6 @@ def check(trace: str | Path, topology: str | Path, prop_text: str, *,
     with read_trace(trace) as reader:
         records = list(reader)
     loaded = load_topology(topology)
-    if loaded.config is not None and runtime == "containers":
-        import pytest
-
-        pytest.skip(f"{loaded.name} is a config topology (the user's own config): those run "
-                    f"on the processes runtime only, where this regression runs too")
     with start(loaded, runtime) as cluster:
         summary: dict[str, float] = {}
         for _ in range(runs):
