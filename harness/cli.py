@@ -223,7 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from harness.runtime import reaper
+
     args = build_parser().parse_args(argv)
+    # SIGTERM and SIGHUP unwind like Ctrl-C from the start (reading a config runs the
+    # balancer's own check in a temp dir), so every command cleans up what it made.
+    reaper.install()
     try:
         return args.func(args)
     except SticklerError as exc:

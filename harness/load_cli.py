@@ -10,6 +10,7 @@ import shutil
 import time
 from pathlib import Path
 
+from harness import argtypes
 from harness.errors import InputError
 from harness.runtime.store import NAME as STORE
 
@@ -50,7 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     load.add_argument("--topology", required=True, metavar="FILE")
     load.add_argument("--profile", required=True, metavar="FILE",
                       help="a profile YAML (see fixtures/profiles/)")
-    load.add_argument("--duration", type=float, default=60.0, metavar="SECONDS")
+    load.add_argument("--duration", type=argtypes.seconds, default=60.0, metavar="SECONDS",
+                      help="how long the users run (default 60)")
     load.add_argument("--processes", type=int, default=1,
                       help="Locust worker processes (default 1)")
     load.add_argument("--fault", action="append", default=[], metavar="OP[:REPLICA]@SECONDS",

@@ -8,8 +8,8 @@ import asyncio
 import contextlib
 import signal
 import sys
-from pathlib import Path
 
+from harness import argtypes
 from harness.errors import InputError
 
 
@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="where clients connect instead (default 127.0.0.1:8080)")
     rec.add_argument("-o", "--output", required=True, metavar="OUT.jsonl")
     rec.add_argument("--force", action="store_true", help="replace OUT.jsonl if it exists")
-    rec.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+    rec.add_argument("--duration", type=argtypes.seconds, default=None, metavar="SECONDS",
                      help="stop after this long (default: at Ctrl-C or SIGTERM)")
     rec.add_argument("--client-ip", default="peer", choices=["peer", "proxy-protocol", "xff"],
                      help="where the client's address comes from (default: the connection)")
@@ -47,6 +47,7 @@ def _address(text: str, key: str) -> tuple[str, int]:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    from harness.outputs import check_output
     from harness.proxy.config import ProxyConfig, Upstream
     from harness.proxy.recorder import Recorder
     from harness.proxy.routing import RouterConfig
@@ -56,9 +57,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
     upstream = _address(args.upstream, "--upstream")
     listen = _address(args.listen, "--listen")
-    out = Path(args.output)
-    if out.exists() and not args.force:
-        raise InputError("exists; use --force to replace it", file=str(out))
+    out = check_output(args.output, "--output", force=args.force)
     if args.duration is not None and args.duration <= 0:
         raise InputError("expected a positive number of seconds", key="--duration")
     try:

@@ -304,6 +304,11 @@ def cmd_shrink(args: argparse.Namespace) -> int:
     if not args.force and (trace_out.exists() or test_out.exists()):
         raise InputError("a regression of that name exists; use --name or --force",
                          file=str(test_out))
+    from harness.outputs import check_output
+
+    for path in (trace_out, test_out):
+        check_output(path, "--out-dir" if args.out_dir else "--name", force=True,
+                     inputs=[args.trace])
 
     console = Console()
     tests = 0

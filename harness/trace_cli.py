@@ -8,6 +8,7 @@ import signal
 import threading
 from pathlib import Path
 
+from harness import argtypes
 from harness.errors import InputError
 
 FORMAT_OPTIONS = {"log_format": "nginx", "capture": "haproxy", "utc_offset": "haproxy",
@@ -26,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--force", action="store_true", help="replace OUT.jsonl if it exists")
     imp.add_argument("--session-key", default="auto", metavar="RULE",
                      help="auto (default), ip, cookie:NAME or header:NAME")
-    imp.add_argument("--link-window", type=float, default=30.0, metavar="SECONDS",
+    imp.add_argument("--link-window", type=argtypes.window, default=30.0, metavar="SECONDS",
                      help="join a cookie-less first request to the session its client "
                           "starts within this time (default 30; 0: off)")
     imp.add_argument("--skip-bad", action="store_true",
@@ -45,8 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--capture", default=None, metavar="HEADERS",
                      help="haproxy: the captured request headers in order, comma-separated "
                           "(default: Cookie, as the harness's config captures)")
-    imp.add_argument("--utc-offset", type=float, default=None, metavar="HOURS",
-                     help="haproxy: the zone of the log's local times (default 0)")
+    imp.add_argument("--utc-offset", type=argtypes.utc_offset, default=None, metavar="HOURS",
+                     help="haproxy: the zone of the log's local times, in hours east of "
+                          "UTC (-8, 5.5, --utc-offset=-08:00; default 0)")
     imp.add_argument("--client-ip", default=None, metavar="ADDRESS",
                      help="har: the client address when no X-Forwarded-For says it")
     imp.set_defaults(func=cmd_import)
@@ -90,20 +92,18 @@ def _exit_on_sigterm() -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    # Every input is checked before anything is read or written.
+    from harness.outputs import check_output
     from harness.trace.importers import ImportOptions, import_to_file
     from harness.trace.redact import DEFAULT_KEEP_COOKIES, DEFAULT_SECRET_NAMES, RedactionPolicy
     from harness.trace.session_key import parse_rule
 
-    # Every input is checked before anything is read or written.
-    source, out = Path(args.file), Path(args.output)
+    source = Path(args.file)
+    if source.is_dir():
+        raise InputError("is a directory; expected a file", file=args.file)
     if not source.is_file():
         raise InputError("no such file", file=args.file)
-    if out.exists() and out.resolve() == source.resolve():
-        raise InputError("the output would overwrite the input", key="--output")
-    if out.exists() and not args.force:
-        raise InputError(f"{out} exists; use --force to replace it", key="--output")
-    if args.link_window < 0:
-        raise InputError("expected 0 or more seconds", key="--link-window")
+    out = check_output(args.output, "--output", force=args.force, inputs=[source])
     secret_names = args.secret_names or DEFAULT_SECRET_NAMES
     try:
         re.compile(secret_names)

@@ -63,8 +63,9 @@ def _walk(node: yaml.Node, path: str, lines: dict[str, int]) -> Any:
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_walk(item, f"{path}[{i}]", lines) for i, item in enumerate(node.value)]
-    # Scalars: let PyYAML's resolver give ints, bools, nulls and floats their types.
-    return yaml.safe_load(yaml.serialize(node))
+    # Scalars: PyYAML's resolver gave the tag (int, bool, null, float); its constructor makes
+    # the value (an empty value, `key:`, is a null like any other).
+    return yaml.constructor.SafeConstructor().construct_object(node)
 
 
 def parse(text: str, file: str) -> Doc:

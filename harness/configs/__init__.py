@@ -203,9 +203,11 @@ def balancer_check(config: UserConfig, name: str, command, env: dict | None = No
 
     from harness.balancers import Layout
     from harness.configs.topology import build
+    from harness.runtime import reaper
 
     with tempfile.TemporaryDirectory(prefix=f"stickler-{config.kind}-check-") as tmp:
         work = Path(tmp)
+        reaper.claim_dir(work)  # a SIGKILLed run's is swept by the next one
         for folder in extra_dirs:
             (work / folder).mkdir()
         topology = build(config, name="check")
@@ -216,6 +218,7 @@ def balancer_check(config: UserConfig, name: str, command, env: dict | None = No
         done = subprocess.run(command(candidate, layout), capture_output=True, text=True,
                               timeout=60, cwd=config.folder,
                               env=env(tmp) if callable(env) else env)
+        reaper.untrack_dir(work)
     return done, result, candidate
 
 

@@ -111,23 +111,34 @@ class TraceWriter:
 
     def __init__(self, path: str | Path, header: TraceHeader):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
-                                   suffix=".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                       suffix=".tmp")
+        except OSError as exc:
+            raise InputError(f"cannot write: {exc.strerror}", file=str(self.path)) from None
         self._tmp = Path(tmp)
         self._file = os.fdopen(fd, "w", encoding="utf-8")
         self._file.write(header_json(header) + "\n")
         self.count = 0
 
     def write(self, record: TraceRecord) -> None:
-        self._file.write(record_json(record) + "\n")
+        try:
+            self._file.write(record_json(record) + "\n")
+        except OSError as exc:  # a full disk
+            self.abort()
+            raise InputError(f"cannot write: {exc.strerror}", file=str(self.path)) from None
         self.count += 1
 
     def commit(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self._tmp, self.path)
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            self.abort()
+            raise InputError(f"cannot write: {exc.strerror}", file=str(self.path)) from None
 
     def abort(self) -> None:
         self._file.close()

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -184,6 +185,8 @@ def _number(doc: Doc, path: str, value: Any, *, integer: bool = False, low: floa
     what = "an integer" if integer else "a number"
     if not isinstance(value, kinds) or isinstance(value, bool):
         raise doc.error(path, f"expected {what}, got {value!r}")
+    if not math.isfinite(value):
+        raise doc.error(path, f"expected a finite number, got {value}")
     if value < low or (above and value == low) or (high is not None and value > high):
         bound = f"above {low}" if above else f"at least {low}"
         if high is not None:

@@ -65,11 +65,21 @@ class ParsedRequest:
     line: int | None = None
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def open_input(path: str | Path) -> BinaryIO:
+    """The file, read from after a UTF-8 byte order mark if it starts with one (Windows
+    tools and some browsers' HAR exports write it)."""
+    if Path(path).is_dir():
+        raise InputError("is a directory; expected a file", file=str(path))
     try:
-        return Path(path).open("rb")
+        f = Path(path).open("rb")  # noqa: SIM115 (the caller closes it)
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", file=str(path)) from None
+    if f.read(len(UTF8_BOM)) != UTF8_BOM:
+        f.seek(0)
+    return f
 
 
 def parse_cookie_header(value: str) -> dict[str, str]:

@@ -1,0 +1,188 @@
+"""Input no one here wrote, and outputs that are not what they seem: each test names a class
+of input (an output that is a device, a directory or a link; a file that starts with a byte
+order mark; a YAML key with no value; a number that is NaN, infinite or out of range), and
+asserts a clear error with exit 2, nothing written, or the same result as the plain input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.errors import InputError
+from harness.topology import parse_topology
+from harness.traffic.profile import parse_profile
+from tests.test_cli import ROOT, STICKLER
+
+SAMPLES = ROOT / "fixtures" / "traces" / "samples"
+HAPROXY_LOG = SAMPLES / "haproxy-access.log"
+HAR = SAMPLES / "chromium-haproxy.har"
+
+
+def run(capsys, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() and not p.is_symlink()
+            else b"" for p in folder.rglob("*")}
+
+
+@pytest.fixture(params=["character device", "directory", "FIFO", "symbolic link"])
+def not_a_regular_file(request, tmp_path) -> Path:
+    kind = request.param
+    if kind == "character device":
+        return Path("/dev/null")
+    out = tmp_path / "out.jsonl"
+    if kind == "directory":
+        out.mkdir()
+        (out / "keep").write_text("mine")
+    elif kind == "FIFO":
+        os.mkfifo(out)
+    else:
+        (tmp_path / "target.jsonl").write_text("mine")
+        out.symlink_to(tmp_path / "target.jsonl")
+    return out
+
+
+@pytest.mark.parametrize("command", ["import", "record"])
+def test_an_output_that_is_not_a_regular_file_is_never_replaced(command, not_a_regular_file,
+                                                                tmp_path, capsys):
+    before = tree(tmp_path)
+    argv = (["trace", "import", "haproxy", str(HAPROXY_LOG)] if command == "import" else
+            ["record", "--upstream", "127.0.0.1:9", "--duration", "1"])
+    code, err = run(capsys, *argv, "-o", str(not_a_regular_file), "--force")
+    assert code == 2, err
+    assert "--output" in err and str(not_a_regular_file) in err
+    assert "even with --force" in err or "symbolic link" in err
+    assert tree(tmp_path) == before  # the link's target too: nothing changed, nothing left
+    assert Path("/dev/null").is_char_device()
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_reading(tmp_path, capsys):
+    code, err = run(capsys, "trace", "import", "haproxy", str(HAPROXY_LOG),
+                    "-o", "/proc/stickler-test/x.jsonl")
+    assert code == 2 and "cannot write in /proc" in err, err
+    assert not list(Path("/proc").glob(".stickler*"))
+
+
+def test_an_existing_output_needs_force_and_the_input_is_never_the_output(tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    out.write_text("mine")
+    code, err = run(capsys, "trace", "import", "haproxy", str(HAPROXY_LOG), "-o", str(out))
+    assert code == 2 and "use --force" in err and out.read_text() == "mine"
+    copy = tmp_path / "access.log"
+    copy.write_bytes(HAPROXY_LOG.read_bytes())
+    code, err = run(capsys, "trace", "import", "haproxy", str(copy), "-o", str(copy), "--force")
+    assert code == 2 and "is the input" in err
+    assert copy.read_bytes() == HAPROXY_LOG.read_bytes()
+
+
+def test_a_directory_given_as_input_is_named_as_one(tmp_path, capsys):
+    code, err = run(capsys, "trace", "import", "har", str(tmp_path), "-o", str(tmp_path / "o"))
+    assert code == 2 and "is a directory" in err, err
+
+
+@pytest.mark.parametrize("fmt, sample", [("har", HAR), ("haproxy", HAPROXY_LOG)])
+def test_an_input_with_a_utf8_byte_order_mark_imports_as_without(fmt, sample, tmp_path,
+                                                                  capsys):
+    with_bom = tmp_path / f"bom-{sample.name}"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + sample.read_bytes())
+    plain, marked = tmp_path / "plain.jsonl", tmp_path / "marked.jsonl"
+    assert run(capsys, "trace", "import", fmt, str(sample), "-o", str(plain))[0] == 0
+    assert run(capsys, "trace", "import", fmt, str(with_bom), "-o", str(marked))[0] == 0
+    strip = lambda p: [ln for ln in p.read_text().splitlines()[1:]]  # noqa: E731 (header: source)
+    assert strip(plain) == strip(marked) and strip(plain)
+
+
+@pytest.mark.parametrize("text, key", [
+    ("name: t\nbalancer:\nreplicas: 2\n", "balancer"),
+    ("name: t\nbalancer:\n  kind:\n  mode: roundrobin\nreplicas: 2\n", "kind"),
+    ("name: t\nbalancer: {kind: haproxy, mode: roundrobin}\nreplicas:\n", "replicas"),
+])
+def test_a_yaml_key_with_no_value_is_an_error_naming_its_line(text, key):
+    with pytest.raises(InputError) as caught:
+        parse_topology(text, "t.yaml")
+    assert caught.value.file == "t.yaml" and caught.value.line is not None
+    assert key in str(caught.value)
+
+
+def test_an_empty_optional_value_means_unset():
+    topology = parse_topology("name:\nbalancer: {kind: haproxy, mode: roundrobin}\n"
+                              "replicas: 2\n", "shop.yaml")
+    assert topology.name == "shop"
+
+
+@pytest.mark.parametrize("line, key", [("spawn_rate: .nan", "spawn_rate"),
+                                       ("spawn_rate: .inf", "spawn_rate"),
+                                       ("nat: {share: .nan}", "nat.share"),
+                                       ("nat:", None)])
+def test_a_profile_number_that_is_not_finite_is_an_error(line, key):
+    text = f"name: p\nusers: 10\n{line}\n"
+    if key is None:  # an empty section is the defaults
+        assert parse_profile(text, "p.yaml").nat.share == 0
+        return
+    with pytest.raises(InputError, match="finite") as caught:
+        parse_profile(text, "p.yaml")
+    assert caught.value.key == key and caught.value.line == 3
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["trace", "import", "haproxy", str(HAPROXY_LOG), "--utc-offset", "nan"], "--utc-offset"),
+    (["trace", "import", "haproxy", str(HAPROXY_LOG), "--utc-offset", "1000"], "--utc-offset"),
+    (["trace", "import", "haproxy", str(HAPROXY_LOG), "--utc-offset", "+05:75"],
+     "--utc-offset"),
+    (["trace", "import", "haproxy", str(HAPROXY_LOG), "--link-window", "nan"], "--link-window"),
+    (["trace", "import", "haproxy", str(HAPROXY_LOG), "--link-window", "-1"], "--link-window"),
+    (["record", "--upstream", "127.0.0.1:9", "--duration", "inf"], "--duration"),
+    (["load", "--topology", "t.yaml", "--profile", "p.yaml", "--duration", "inf"],
+     "--duration"),
+    (["load", "--topology", "t.yaml", "--profile", "p.yaml", "--duration", "0"], "--duration"),
+])
+def test_a_number_that_is_nan_infinite_or_out_of_range_is_refused(argv, flag, tmp_path,
+                                                                 capsys):
+    with pytest.raises(SystemExit) as caught:
+        main([*argv, "-o" if argv[0] != "load" else "--report-dir", str(tmp_path / "o")])
+    assert caught.value.code == 2
+    assert flag in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("offset, hours", [("-08:00", -8), ("+05:30", 5.5), ("5.5", 5.5),
+                                           ("-8", -8)])
+def test_an_iso_8601_utc_offset_is_read_as_hours(offset, hours, tmp_path, capsys):
+    from harness.trace.io import read_trace
+
+    base, shifted = tmp_path / "utc.jsonl", tmp_path / "shifted.jsonl"
+    assert run(capsys, "trace", "import", "haproxy", str(HAPROXY_LOG), "-o", str(base))[0] == 0
+    # `=`: argparse takes a lone "-08:00" for an option
+    assert run(capsys, "trace", "import", "haproxy", str(HAPROXY_LOG), "-o", str(shifted),
+               f"--utc-offset={offset}")[0] == 0
+    with read_trace(base) as a, read_trace(shifted) as b:  # local times: UTC = local - offset
+        assert abs((a.header.start - b.header.start) - hours * 3600) < 1e-3
+        assert [r.t for r in a] == [r.t for r in b]
+
+
+def test_sigterm_while_a_config_is_read_leaves_no_temp_dir():
+    """Reading a config runs the balancer's own check in a temp dir; a SIGTERM at any
+    moment of it unwinds, and the dir goes."""
+    import tempfile
+
+    config = ROOT / "fixtures" / "configs" / "haproxy" / "acl-routing" / "haproxy.cfg"
+    for delay in (0.3, 0.6, 0.9):
+        proc = subprocess.Popen([str(STICKLER), "inspect", str(config)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+        assert proc.returncode in (0, 143)
+        left = [p for p in Path(tempfile.gettempdir()).glob("stickler-haproxy-check-*")
+                if (p / "stickler-owner.pid").exists()
+                and (p / "stickler-owner.pid").read_text().strip() == str(proc.pid)]
+        assert not left, left
