@@ -11,10 +11,11 @@ something the user did not name); the input itself; a folder that cannot be writ
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from harness.errors import InputError
@@ -66,3 +67,39 @@ def _check_writable_folder(folder: Path, key: str) -> None:
         raise InputError(f"cannot write in {existing}: {exc.strerror}", key=key) from None
     os.close(fd)
     os.unlink(probe)
+
+
+@contextlib.contextmanager
+def staged_folder(folder: Path) -> Iterator[Path]:
+    """A report folder written complete or not at all: the block writes into a hidden
+    folder beside `folder`, which is renamed into place when the block ends (or, if
+    `folder` already holds files, whose files are moved in then); an exception, Ctrl-C or
+    SIGTERM removes it, and `folder` is as it was."""
+    import shutil
+
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{existing} is not a directory", key="--report-dir")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.",
+                                     suffix=".partial"))
+    except OSError as exc:
+        raise InputError(f"cannot write in {folder.parent}: {exc.strerror}",
+                         key="--report-dir") from None
+    try:
+        yield work
+        if folder.is_dir() and any(folder.iterdir()):
+            for item in work.iterdir():
+                os.replace(item, folder / item.name)
+            work.rmdir()
+        else:
+            if folder.is_dir():
+                folder.rmdir()
+            os.replace(work, folder)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise

@@ -142,6 +142,7 @@ def replay_through(topology: Any, records: list, *, speed: float, concurrency: i
 def cmd_replay(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from harness.outputs import staged_folder
     from harness.report.checks import write_json_atomic
 
     (topology,), records, speed = _inputs(args, [args.topology])
@@ -150,17 +151,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
     console.print(f"replay: {len(records)} requests of {args.trace} through {topology.name} "
                   f"at speed {'max' if math.isinf(speed) else f'{speed:g}x'}, "
                   f"at most {args.concurrency} in flight")
-    folder.mkdir(parents=True, exist_ok=True)
-    section = replay_through(topology, records, speed=speed, concurrency=args.concurrency,
-                             runtime=args.runtime, history=folder / "history.jsonl",
-                             console=console)
-    broken = section["broken"]
-    write_json_atomic(folder / "report.json", {
-        "schema_version": 1, "kind": "replay", "trace": str(args.trace),
-        "speed": "max" if math.isinf(speed) else speed, "concurrency": args.concurrency,
-        "runtime": args.runtime, "seed": None,  # a replay draws no random numbers
-        **section, "verdict": "fail" if broken else "pass",
-    })
+    with staged_folder(folder) as work:
+        section = replay_through(topology, records, speed=speed,
+                                 concurrency=args.concurrency, runtime=args.runtime,
+                                 history=work / "history.jsonl", console=console)
+        section["history"] = str(folder / "history.jsonl")
+        broken = section["broken"]
+        write_json_atomic(work / "report.json", {
+            "schema_version": 1, "kind": "replay", "trace": str(args.trace),
+            "speed": "max" if math.isinf(speed) else speed, "concurrency": args.concurrency,
+            "runtime": args.runtime, "seed": None,  # a replay draws no random numbers
+            **section, "verdict": "fail" if broken else "pass",
+        })
     _print_replay(console, section)
     console.print(f"report: {folder / 'report.json'}")
     return 1 if broken and not args.allow_broken else 0
@@ -219,6 +221,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from harness.outputs import staged_folder
     from harness.report.checks import write_json_atomic
 
     topologies, records, speed = _inputs(args, [args.oracle, *args.topology])
@@ -227,23 +230,27 @@ def cmd_diff(args: argparse.Namespace) -> int:
         raise InputError(f"topology names must differ, got {', '.join(names)}",
                          key="--topology")
     folder = _report_dir(args, "diff")
-    folder.mkdir(parents=True, exist_ok=True)
     console = Console()
     console.print(f"diff: {len(records)} requests of {args.trace} through "
                   f"{', '.join(names[1:])}, oracle {names[0]}")
-    sections = [replay_through(t, records, speed=speed, concurrency=args.concurrency,
-                               runtime=args.runtime,
-                               history=folder / f"history-{t.name}.jsonl", console=console)
-                for t in topologies]
-    oracle, others = sections[0], sections[1:]
-    comparisons = [compare(oracle, other) for other in others]
-    differs = any(c["broken_here_only"] for c in comparisons)
-    write_json_atomic(folder / "report.json", {
-        "schema_version": 1, "kind": "diff", "trace": str(args.trace),
-        "speed": "max" if math.isinf(speed) else speed, "concurrency": args.concurrency,
-        "runtime": args.runtime, "seed": None, "oracle": oracle, "replays": others,
-        "comparisons": comparisons, "verdict": "differs" if differs else "same",
-    })
+    with staged_folder(folder) as work:
+        sections = []
+        for t in topologies:
+            section = replay_through(t, records, speed=speed, concurrency=args.concurrency,
+                                     runtime=args.runtime,
+                                     history=work / f"history-{t.name}.jsonl",
+                                     console=console)
+            section["history"] = str(folder / f"history-{t.name}.jsonl")
+            sections.append(section)
+        oracle, others = sections[0], sections[1:]
+        comparisons = [compare(oracle, other) for other in others]
+        differs = any(c["broken_here_only"] for c in comparisons)
+        write_json_atomic(work / "report.json", {
+            "schema_version": 1, "kind": "diff", "trace": str(args.trace),
+            "speed": "max" if math.isinf(speed) else speed, "concurrency": args.concurrency,
+            "runtime": args.runtime, "seed": None, "oracle": oracle, "replays": others,
+            "comparisons": comparisons, "verdict": "differs" if differs else "same",
+        })
     table = Table(title=f"against the oracle {names[0]} "
                         f"({oracle['summary']['broken_sessions']} sessions broke there)",
                   box=None)

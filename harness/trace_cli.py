@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -116,7 +117,14 @@ def cmd_import(args: argparse.Namespace) -> int:
         secret_names=secret_names)
     _exit_on_sigterm()
     header, stats = import_to_file(args.format, source, out, options, policy,
-                                   **_format_options(args))
+                                   require_records=True, **_format_options(args))
+    if not stats.records:
+        reasons = "; ".join(f"{source}{f':{ln}' if ln else ''}: {why}"
+                            for ln, why in stats.examples[:3])
+        raise InputError(f"no requests imported ({stats.units} "
+                         f"{'entries' if args.format == 'har' else 'lines'}, "
+                         f"{stats.skipped} skipped{': ' + reasons if reasons else ''}); "
+                         f"nothing written", file=str(source))
     print(f"{out}: {stats.records} requests from {stats.units} "
           f"{'entries' if args.format == 'har' else 'lines'} of {source}, "
           f"{stats.skipped} skipped, {'redacted' if header.redacted else 'NOT redacted'}")
@@ -131,6 +139,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     from harness.trace.check import summarize
 
     summary = summarize(args.file)
+    if not summary["requests"]:
+        # Valid, but nothing to replay: an import that skipped every line makes one.
+        print(f"{args.file}: no requests (a header only); nothing to replay",
+              file=sys.stderr)
+        return 1
     print(f"{args.file}: ok (stickler-trace v{summary['version']}, "
           f"{'redacted' if summary['redacted'] else 'not redacted'}, "
           f"from {summary['source'] or 'unknown'})")

@@ -181,8 +181,116 @@ def test_sigterm_while_a_config_is_read_leaves_no_temp_dir():
         time.sleep(delay)
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
-        assert proc.returncode in (0, 143)
+        # -15: still starting Python, before Stickler made anything
+        assert proc.returncode in (0, 143, -signal.SIGTERM)
         left = [p for p in Path(tempfile.gettempdir()).glob("stickler-haproxy-check-*")
                 if (p / "stickler-owner.pid").exists()
                 and (p / "stickler-owner.pid").read_text().strip() == str(proc.pid)]
         assert not left, left
+
+
+def _trace_with(tmp_path: Path, **changes) -> Path:
+    """The HAR sample imported, its first request changed as given."""
+    import json
+
+    imported = tmp_path / "imported.jsonl"
+    assert main(["trace", "import", "har", str(HAR), "-o", str(imported)]) == 0
+    header, first, *_ = imported.read_text().splitlines()
+    record = json.loads(first)
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            record[key] = {**record.get(key, {}), **value}
+        else:
+            record[key] = value
+    out = tmp_path / "changed.jsonl"
+    out.write_text(f"{header}\n{json.dumps(record)}\n")
+    return out
+
+
+@pytest.mark.parametrize("changes, key", [
+    ({"headers_sent": {"x-evil": "a\r\nInjected: 1"}}, "headers_sent"),
+    ({"headers_sent": {"bad name": "x"}}, "headers_sent"),
+    ({"cookies_sent": {"sid": "a;b"}}, "cookies_sent"),
+    ({"path": "http://example.com/"}, "path"),
+    ({"path": "/a b"}, "path"),
+    ({"path": "/a\x00"}, "path"),
+    ({"client_ip": "999.1.1.1"}, "client_ip"),
+    ({"t": 1e308}, "t"),
+    ({"host": "a\r\nb"}, "host"),
+])
+def test_a_record_that_cannot_be_sent_as_http_is_refused_by_check_and_replay(
+        changes, key, tmp_path, capsys):
+    """What `trace check` accepts, replay can send; what it cannot send, both refuse with
+    the line and the key, and replay writes no report."""
+    trace = _trace_with(tmp_path, **changes)
+    code, err = run(capsys, "trace", "check", str(trace))
+    assert code == 2 and f"{trace}:2" in err and key in err, err
+    report = tmp_path / "report"
+    code, err = run(capsys, "replay", str(trace), "--topology",
+                    "fixtures/topologies/haproxy-roundrobin.yaml", "--report-dir", str(report))
+    assert code == 2 and f"{trace}:2" in err, err
+    assert not report.exists() and not list(tmp_path.glob(".report*"))
+
+
+def test_a_session_with_a_seq_twice_is_refused_by_check(tmp_path, capsys):
+    trace = _trace_with(tmp_path)
+    lines = trace.read_text().splitlines()
+    trace.write_text("\n".join([*lines, lines[1]]) + "\n")
+    code, err = run(capsys, "trace", "check", str(trace))
+    assert code == 2 and f"{trace}:3" in err and "twice" in err, err
+
+
+def test_an_import_that_finds_no_request_writes_nothing_and_says_why(tmp_path, capsys):
+    source = tmp_path / "junk.log"
+    source.write_text("not a log line\nnor this\n")
+    out = tmp_path / "out.jsonl"
+    out.write_text("mine")
+    code, err = run(capsys, "trace", "import", "haproxy", str(source), "-o", str(out),
+                    "--skip-bad", "--force")
+    assert code == 2 and "no requests imported" in err and "junk.log:1" in err, err
+    assert out.read_text() == "mine"  # not replaced by an empty trace
+
+
+def test_a_header_only_trace_is_not_ok(tmp_path, capsys):
+    trace = _trace_with(tmp_path)
+    trace.write_text(trace.read_text().splitlines()[0] + "\n")
+    code, err = run(capsys, "trace", "check", str(trace))
+    assert code == 1 and "no requests" in err
+
+
+@pytest.mark.parametrize("speed", ["1e-300", "0", "-1", "nan"])
+def test_a_replay_speed_too_slow_or_not_a_number_is_refused(speed, tmp_path, capsys):
+    trace = _trace_with(tmp_path)
+    code, err = run(capsys, "replay", str(trace), "--topology",
+                    "fixtures/topologies/haproxy-roundrobin.yaml", "--speed", speed,
+                    "--report-dir", str(tmp_path / "report"))
+    assert code == 2 and "--speed" in err, err
+    assert not (tmp_path / "report").exists()
+
+
+@pytest.mark.integration
+def test_a_replay_writes_its_report_folder_complete_or_not_at_all(tmp_path):
+    """SIGTERM during a replay leaves no report folder (nor its hidden staging folder); a
+    replay that ends leaves the whole one, its history where the report says."""
+    import json
+
+    slow = tmp_path / "slow.jsonl"
+    assert main(["trace", "import", "har", str(HAR), "-o", str(slow)]) == 0
+    report = tmp_path / "report"
+    proc = subprocess.Popen([str(STICKLER), "replay", str(slow), "--topology",
+                             "fixtures/topologies/haproxy-roundrobin.yaml", "--speed", "0.01",
+                             "--report-dir", str(report)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not list(tmp_path.glob(".report.*")):
+        time.sleep(0.1)
+    time.sleep(1.0)  # the cluster up, requests going
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert not report.exists() and not list(tmp_path.glob(".report*"))
+    assert main(["replay", str(slow), "--topology", "fixtures/topologies/haproxy-roundrobin.yaml",
+                 "--speed", "max", "--report-dir", str(report)]) in (0, 1)
+    data = json.loads((report / "report.json").read_text())
+    assert Path(data["history"]) == report / "history.jsonl" and Path(data["history"]).is_file()
+    assert not list(tmp_path.glob(".report*"))

@@ -12,17 +12,26 @@ from hypothesis import strategies as st
 
 from harness.errors import InputError
 from harness.trace import TraceHeader, TraceRecord, TraceWriter, read_trace
+from harness.trace.format import MAX_T
 from harness.trace.schema import schema_errors
 
 TOKEN = st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-!#$%&'*+.^_`|~",
                 min_size=1, max_size=8)
 TEXT = st.text(max_size=20)
 FLOAT = st.floats(allow_nan=False, allow_infinity=False, width=64)
+# What a request can carry on the wire (control characters but HTAB cannot), and times
+# within ten years of the header's start: what the reader accepts.
+FIELD = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=[
+    *map(chr, range(0, 9)), *map(chr, range(10, 32)), "\x7f"]), max_size=20)
+PATH = st.builds(lambda rest: "/" + rest, FIELD.filter(lambda p: " " not in p and "\t" not in p))
+TIME = st.floats(-MAX_T, MAX_T, allow_nan=False)
 records = st.builds(
-    TraceRecord, t=FLOAT, session=st.text(min_size=1, max_size=20), method=TOKEN,
-    path=st.text(max_size=40), client_ip=st.none() | TEXT, seq=st.integers(0, 10**6),
-    host=st.none() | TEXT, headers_sent=st.dictionaries(TOKEN, TEXT, max_size=3),
-    cookies_sent=st.dictionaries(TOKEN, TEXT, max_size=3), body=st.none() | TEXT,
+    TraceRecord, t=TIME, session=st.text(min_size=1, max_size=20), method=TOKEN,
+    path=PATH, client_ip=st.none() | st.ip_addresses().map(str), seq=st.integers(0, 10**6),
+    host=st.none() | FIELD.filter(lambda h: " " not in h and "\t" not in h),
+    headers_sent=st.dictionaries(TOKEN, FIELD, max_size=3),
+    cookies_sent=st.dictionaries(TOKEN, FIELD.filter(lambda v: ";" not in v), max_size=3),
+    body=st.none() | TEXT,
     body_size=st.integers(0, 10**9),
     body_sha256=st.none() | st.text("0123456789abcdef", min_size=64, max_size=64),
     status=st.none() | st.integers(100, 999), replica=st.none() | TEXT,

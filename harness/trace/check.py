@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from harness.errors import InputError
 from harness.trace.io import read_trace
 
 
@@ -15,9 +16,16 @@ def summarize(path: str | Path) -> dict[str, Any]:
     replicas: set[str] = set()
     count = out_of_order = 0
     first = last = previous = None
+    seqs: dict[str, set[int]] = {}
     with read_trace(path, validate=True) as reader:
         for record in reader:
             count += 1
+            seen = seqs.setdefault(record.session, set())
+            if record.seq in seen:
+                raise InputError(f"session {record.session}: request seq {record.seq} "
+                                 f"appears twice (each request of a session has its own "
+                                 f"seq)", file=str(path), line=reader.line)
+            seen.add(record.seq)
             sessions.add(record.session)
             clients.add(record.client_ip)
             if record.replica:

@@ -9,7 +9,10 @@ describes every field.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -75,6 +78,59 @@ _REQUIRED = ("t", "session", "method", "path")
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
+# Ten years: any recording is shorter, and time arithmetic stays exact. `t` may be negative:
+# a log writes a request when it ends, so one that began before the first logged request
+# has a time before the header's start.
+MAX_T = 10 * 366 * 86400.0
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # HTAB is allowed in field values
+
+
+_SPACE_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")  # none in a request-target or host
+
+
+def _one_word(text: str) -> bool:
+    return _SPACE_OR_CONTROL.search(text) is None
+
+
+def _sendable(text: str) -> bool:
+    """No control characters but HTAB: what an HTTP/1.1 line or field value may hold."""
+    return _CONTROL.search(text) is None
+
+
+def sendable_problem(data: dict[str, Any]) -> str | None:
+    """Why a request (a record's fields) cannot be sent as HTTP/1.1, or None: a method or
+    header name that is no token, a path not in origin form, a client address that is
+    none, control characters where the wire has no room for them. The reader refuses such
+    a record; the importers skip it, saying why."""
+    method, path, host = data.get("method") or "", data.get("path") or "", data.get("host")
+    if not method or not set(method) <= _TOKEN:
+        return f"method: not an HTTP method: {method!r}"
+    if not (path.startswith("/") or (path == "*" and method == "OPTIONS")) or \
+            not _one_word(path):
+        return (f"path: expected origin form (/path?query, no spaces or control "
+                f"characters), got {path[:60]!r}")
+    if data.get("client_ip") is not None:
+        try:
+            ipaddress.ip_address(data["client_ip"])
+        except ValueError:
+            return f"client_ip: not an IP address: {data['client_ip'][:60]!r}"
+    if host is not None and not _one_word(host):
+        return f"host: spaces or control characters in {host[:60]!r}"
+    for name, value in data.get("headers_sent", {}).items():
+        if not name or not set(name) <= _TOKEN:
+            return f"headers_sent: not a header name: {name[:60]!r}"
+        if not _sendable(value):
+            return (f"headers_sent.{name}: a control character (CR, LF, NUL...) in the "
+                    f"value cannot be sent: {value[:60]!r}")
+    for name, value in data.get("cookies_sent", {}).items():
+        if not name or not set(name) <= _TOKEN:
+            return f"cookies_sent: not a cookie name: {name[:60]!r}"
+        if not _sendable(value) or ";" in value:
+            return (f"cookies_sent.{name}: a ';' or control character in the value cannot "
+                    f"be sent: {value[:60]!r}")
+    return None
+
+
 def record_from_dict(data: Any) -> TraceRecord:
     """A request record from parsed JSON; ValueError says which key is wrong.
 
@@ -94,15 +150,20 @@ def record_from_dict(data: Any) -> TraceRecord:
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             raise ValueError(f"{key}: expected {' or '.join(k.__name__ for k in kinds)}, "
                              f"got {type(value).__name__}")
+    t = data["t"]
+    if not (isinstance(t, int | float) and math.isfinite(t) and -MAX_T <= t <= MAX_T):
+        raise ValueError(f"t: expected seconds since the header's start, within "
+                         f"{MAX_T:g} of it, got {t!r}")
     if not data["session"]:
         raise ValueError("session: expected a non-empty string")
-    if not data["method"] or not set(data["method"]) <= _TOKEN:
-        raise ValueError(f"method: not an HTTP method: {data['method']!r}")
     for key in ("headers_sent", "cookies_sent"):
         if not all(isinstance(v, str) for v in data.get(key, {}).values()):
             raise ValueError(f"{key}: expected string values")
     if not all(isinstance(v, str) for v in data.get("set_cookies", [])):
         raise ValueError("set_cookies: expected a list of strings")
+    problem = sendable_problem(data)
+    if problem:
+        raise ValueError(problem)
     return TraceRecord(**data)
 
 

@@ -198,6 +198,9 @@ class Replayer:
         return record
 
 
+MIN_SPEED = 0.001
+
+
 def parse_speed(text: str) -> float:
     """'1', '10', '0.5', '10x' or 'max' (as fast as possible)."""
     value = text.strip().lower()
@@ -209,6 +212,7 @@ def parse_speed(text: str) -> float:
     except ValueError:
         raise ValueError(f"speed must be a number like 1, 10 or 0.5, or max; got {text!r}") \
             from None
-    if not speed > 0 or math.isinf(speed):
-        raise ValueError(f"speed must be positive, got {text!r}")
+    if not speed >= MIN_SPEED or math.isinf(speed):
+        raise ValueError(f"speed must be at least {MIN_SPEED:g} (a thousand times slower "
+                         f"than recorded), or max; got {text!r}")
     return speed

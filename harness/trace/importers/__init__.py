@@ -4,10 +4,10 @@ time), counting what it skipped. `import_to_file` adds redaction and writes the 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from harness.trace.format import TraceHeader, TraceRecord
+from harness.trace.format import TraceHeader, TraceRecord, sendable_problem
 from harness.trace.importers.base import ImportOptions, ImportStats
 from harness.trace.importers.haproxy import import_haproxy
 from harness.trace.importers.har import import_har
@@ -25,12 +25,25 @@ IMPORTERS: dict[str, Importer] = {"har": import_har, "haproxy": import_haproxy,
 __all__ = ["IMPORTERS", "ImportOptions", "ImportStats", "import_records", "import_to_file"]
 
 
+def _sendable(records: Iterator[TraceRecord], stats: ImportStats) -> Iterator[TraceRecord]:
+    """Requests that cannot be sent again as recorded (a control character in a header, a
+    path not in origin form, a client address that is none) are skipped, saying why: a
+    replay could not send them, so a trace never holds them."""
+    for record in records:
+        problem = sendable_problem(asdict(record))
+        if problem:
+            stats.records -= 1
+            stats.skip(record.source_line, f"cannot be sent as HTTP: {problem}")
+            continue
+        yield record
+
+
 def import_records(fmt: str, source: str | Path, options: ImportOptions, stats: ImportStats,
                    policy: RedactionPolicy | None = DEFAULT_POLICY,
                    **format_options) -> Iterator[TraceRecord]:
     """Records in Unix time, linked and numbered by session, redacted by `policy` (None:
     not redacted). Redaction comes last: linking needs the cookie values."""
-    records = IMPORTERS[fmt](source, options, stats, **format_options)
+    records = _sendable(IMPORTERS[fmt](source, options, stats, **format_options), stats)
     if options.session_key.kind in ("auto", "cookie"):
         records = link_first_requests(records, options.link_window)
     for record in number_sessions(records):
@@ -39,8 +52,10 @@ def import_records(fmt: str, source: str | Path, options: ImportOptions, stats: 
 
 def import_to_file(fmt: str, source: str | Path, out: str | Path, options: ImportOptions,
                    policy: RedactionPolicy | None = DEFAULT_POLICY,
+                   require_records: bool = False,
                    **format_options) -> tuple[TraceHeader, ImportStats]:
-    """Import `source` into the trace file `out`: all of it, or (on any error) nothing.
+    """Import `source` into the trace file `out`: all of it, or (on any error) nothing;
+    with `require_records`, nothing either when no request was found (`out` as it was).
     `t` counts from the first record's time."""
     stats = ImportStats()
     records = import_records(fmt, source, options, stats, policy, **format_options)
@@ -48,6 +63,10 @@ def import_to_file(fmt: str, source: str | Path, out: str | Path, options: Impor
     header = TraceHeader(start=first.t if first else 0.0,
                          source={"format": fmt, "file": Path(source).name},
                          redacted=policy is not None, session_key=str(options.session_key))
+    if first is None and require_records:
+        for _ in records:  # count what was skipped, for the error
+            pass
+        return header, stats
     with TraceWriter(out, header) as writer:
         if first is not None:
             writer.write(replace(first, t=0.0))
