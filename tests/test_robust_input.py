@@ -294,3 +294,41 @@ def test_a_replay_writes_its_report_folder_complete_or_not_at_all(tmp_path):
     data = json.loads((report / "report.json").read_text())
     assert Path(data["history"]) == report / "history.jsonl" and Path(data["history"]).is_file()
     assert not list(tmp_path.glob(".report*"))
+
+
+HAPROXY_REAL = """\
+127.0.0.1:56254 [06/Feb/2009:12:14:14.655] fe-https/1: SSL handshake failure
+Feb  6 12:14:14 lb1 haproxy[14389]: 10.0.1.2:33317 [06/Feb/2009:12:14:14.655] fe-https/1: \
+Connection closed during SSL handshake
+10.0.1.2:33313 [06/Feb/2009:12:12:51.443] fnt bck/srv1 0/0/5007 212 -- 0/0/0/0/3 0/0
+10.0.1.2:33312 [06/Feb/2009:12:12:51.443] http-in static/srv1 10/0/30/69/109 200 2750 - - \
+---- 1/1/1/1/0 0/0 {example.com} "GET /index.html HTTP/1.1"
+"""
+
+
+def test_haproxy_lines_of_connections_without_a_request_are_skipped_saying_why(tmp_path,
+                                                                               capsys):
+    """A real log holds more than httplog lines: connection errors (an SSL handshake that
+    failed) and TCP-mode lines carry no request, and are skipped, not an error."""
+    log = tmp_path / "haproxy.log"
+    log.write_text(HAPROXY_REAL)
+    out = tmp_path / "out.jsonl"
+    code = main(["trace", "import", "haproxy", str(log), "-o", str(out), "--capture", "Host"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "1 requests from 4 lines" in text and "SSL handshake failure" in text
+    assert "TCP log line" in text
+
+
+@pytest.mark.parametrize("capture, message", [
+    (None, "which is no Cookie header"),  # the default Cookie reads the captured Host
+    ("Cookie,User-Agent", "--capture names 2"),
+])
+def test_haproxy_captured_headers_that_do_not_match_capture_are_an_error(capture, message,
+                                                                         tmp_path, capsys):
+    log = tmp_path / "haproxy.log"
+    log.write_text(HAPROXY_REAL)
+    argv = ["trace", "import", "haproxy", str(log), "-o", str(tmp_path / "out.jsonl")]
+    code, err = run(capsys, *argv, *(["--capture", capture] if capture else []))
+    assert code == 2 and message in err and f"{log}:4" in err, err
+    assert not (tmp_path / "out.jsonl").exists()

@@ -137,7 +137,8 @@ def test_haproxy_syslog_prefix_captures_and_encoding():
     assert req.cookies == {"sid": "a|b", "x": "1", "SRVID": "s1"}
     assert req.headers == {"x-forwarded-for": "198.51.100.7"}
     assert req.time == 1233922454.655  # 2009-02-06T12:14:14.655Z
-    assert HAProxyLineParser(utc_offset=3600)(line).time == 1233922454.655 - 3600
+    shifted = HAProxyLineParser(("Host", "Cookie", "X-Forwarded-For"), utc_offset=3600)
+    assert shifted(line).time == 1233922454.655 - 3600
 
 
 def test_nginx_formats():

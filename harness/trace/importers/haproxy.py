@@ -50,6 +50,13 @@ START = re.compile(rf"^(?:{SYSLOG_PREFIX})?(?=\S+:\d+ \[)")
 EVENTS = (r"Server |Proxy |[Bb]ackend |Frontend |Stopping |Pausing |Resuming |"
           r"Health check |Agent check |Connect from ")
 OWN_MESSAGE = re.compile(rf"^(?:\[(?:NOTICE|WARNING|ALERT)\]|{SYSLOG_PREFIX}|(?:{EVENTS}))")
+# Access-log lines of a connection that carried no HTTP request: the connection error log
+# (`%ci:%cp [%tr] %ft/%fp: %[fc_err_str]`, e.g. "fe/1: SSL handshake failure") and the TCP
+# log of a `mode tcp` proxy (`... frontend backend/server Tw/Tc/Tt bytes termination ...`,
+# no quoted request).
+CONNECTION_ERROR = re.compile(r"\S+:\d+ \[[^\]]+\] [^ /]+/[^ :]+: (?P<error>.+)$")
+TCP_LOG = re.compile(r"\S+:\d+ \[[^\]]+\] \S+ [^/ ]+/\S+ [+-]?\d+/[+-]?\d+/[+-]?\d+ \+?\d+ "
+                     r"\S{2} [\d/+]+ \d+/\d+$")
 ENCODED = re.compile(r"#([0-9A-Fa-f]{2})")
 
 
@@ -81,6 +88,11 @@ class HAProxyLineParser:
             raise Malformed("not an HAProxy log line")
         m = LINE.match(text, start.end())
         if m is None:
+            error = CONNECTION_ERROR.match(text, start.end())
+            if error:
+                raise Skip(f"a connection that sent no request ({error['error'][:60]})")
+            if TCP_LOG.match(text, start.end()):
+                raise Skip("a TCP log line (`mode tcp`): no HTTP request")
             raise Malformed("not an `option httplog` line: expected 'ip:port [date] "
                             "frontend backend/server timers status bytes cookies "
                             "termination conns queues {headers} \"request\"'")
@@ -100,9 +112,20 @@ class HAProxyLineParser:
         cookies: dict[str, str] = {}
         if m["req_headers"] is not None:
             values = m["req_headers"].split("|")
-            for name, value in zip(self.request_headers, values, strict=False):
+            if len(values) != len(self.request_headers):
+                raise Malformed(f"the line has {len(values)} captured request header"
+                                f"{'s' if len(values) != 1 else ''}, and --capture names "
+                                f"{len(self.request_headers)} "
+                                f"({', '.join(self.request_headers)}): name them all, in "
+                                f"the order of the `capture request header` lines")
+            for name, value in zip(self.request_headers, values, strict=True):
                 if value:
                     headers[name] = _decode(value)
+            if "=" not in headers.get("cookie", "="):
+                raise Malformed(f"the captured header read as Cookie is "
+                                f"{headers['cookie'][:40]!r}, which is no Cookie header: "
+                                f"name the captured headers with --capture, in the order "
+                                f"of the `capture request header` lines")
         if "cookie" in headers:
             cookies.update(parse_cookie_header(headers.pop("cookie")))
         if m["req_cookie"] != "-":  # `capture cookie NAME`: NAME=value as sent
