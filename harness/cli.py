@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -104,7 +105,9 @@ def _conformance_run(args: argparse.Namespace, files: list[str], runtime: str,
     print_slowest(report)
     print(f"report: {report_file}\njunit:  {report_dir / 'junit.xml'}")
     if code == pytest.ExitCode.INTERRUPTED:
-        return 130
+        from harness.suite import STOPPED_BY
+
+        return 128 + (STOPPED_BY[-1] if STOPPED_BY else signal.SIGINT)
     if code == pytest.ExitCode.NO_TESTS_COLLECTED or not report["checks"]:
         print("stickler: no check ran (do the filters match any topology?)", file=sys.stderr)
         return 1

@@ -55,7 +55,12 @@ def selected_topologies(config: pytest.Config) -> list[Topology]:
     return [t for t in topologies if not kinds or t.kind in kinds]
 
 
+# The signal that stopped the run, for the exit code (128 + it, as for every command).
+STOPPED_BY: list[int] = []
+
+
 def _interrupt(signum: int, frame: object) -> None:
+    STOPPED_BY.append(signum)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -63,8 +68,10 @@ def configure(config: pytest.Config) -> None:
     # pytest records a SystemExit inside a test as a failure and goes on with the next one;
     # a KeyboardInterrupt stops the session and tears the cluster pool down. So SIGTERM
     # (CI cancelling a job) stops a conformance run the way Ctrl-C does.
+    from harness.runtime import reaper
+
     if threading.current_thread() is threading.main_thread() and \
-            signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            reaper.default_handler(signal.getsignal(signal.SIGTERM)):
         signal.signal(signal.SIGTERM, _interrupt)
     parse_jobs(str(config.getoption("--jobs")))
     seed = config.getoption("--seed")

@@ -75,6 +75,9 @@ def parse(text: str, file: str) -> Doc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         raise InputError(f"not valid YAML: {exc.problem or exc}", file=file, line=line) from None
+    except yaml.YAMLError as exc:  # the reader's: a character YAML does not allow (NUL...)
+        raise InputError(f"not valid YAML: {exc}".splitlines()[0], file=file,
+                         line=text.count("\n", 0, getattr(exc, "position", 0)) + 1) from None
     if node is None:
         raise InputError("the file is empty; expected a YAML mapping", file=file, line=1)
     lines: dict[str, int] = {}

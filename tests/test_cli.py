@@ -171,8 +171,9 @@ def test_conformance_nginx_ip_hash_passes_with_seed(tmp_path):
 
 @pytest.mark.parametrize("signum, to_group", [
     (signal.SIGINT, False),  # Ctrl-C, sent to stickler alone
+    (signal.SIGTERM, False),  # CI cancelling the job
     (signal.SIGHUP, True),  # the terminal closed: every process of the job gets it
-], ids=["sigint", "sighup-to-group"])
+], ids=["sigint", "sigterm", "sighup-to-group"])
 def test_signal_during_conformance_stops_everything(tmp_path, signum, to_group):
     # This run's own temp dir and an environment mark: other harness runs on the machine
     # (a developer's, another checkout's) neither hide a leak nor count as one.
@@ -206,6 +207,8 @@ def test_signal_during_conformance_stops_everything(tmp_path, signum, to_group):
         except subprocess.TimeoutExpired:
             pytest.fail(f"stickler did not exit within 30 s of {signal.Signals(signum).name}")
         assert code != 0, out.read_text()
+        if signum != signal.SIGHUP:
+            assert code == 128 + signum, err.read_text()  # 130 Ctrl-C, 143 SIGTERM
     finally:
         if proc.poll() is None:
             proc.kill()

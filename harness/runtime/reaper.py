@@ -33,6 +33,12 @@ def _raise_exit(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def default_handler(handler: object) -> bool:
+    """Whether a signal's handler is the default or the reaper's (which a caller with its
+    own way of stopping, such as pytest's KeyboardInterrupt, may replace)."""
+    return handler in (signal.SIG_DFL, None, _raise_exit)
+
+
 OWNER_FILE = "stickler-owner.pid"
 # Set by a concurrent run for its workers: the pid of the `stickler` command they serve.
 COMMAND_PID_ENV = "STICKLER_COMMAND_PID"
