@@ -332,3 +332,15 @@ def test_haproxy_captured_headers_that_do_not_match_capture_are_an_error(capture
     code, err = run(capsys, *argv, *(["--capture", capture] if capture else []))
     assert code == 2 and message in err and f"{log}:4" in err, err
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`stickler ... | head`: a closed pipe is no traceback."""
+    topologies = sorted(str(p) for p in (ROOT / "fixtures" / "topologies").glob("*.yaml"))
+    proc = subprocess.Popen([str(STICKLER), "topology", "render", *topologies],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # as head does after its lines
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert proc.returncode == 128 + signal.SIGPIPE and "Traceback" not in err, err
