@@ -6,6 +6,7 @@ asserts a clear error with exit 2, nothing written, or the same result as the pl
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -344,3 +345,51 @@ def test_a_reader_that_goes_away_ends_the_command_quietly():
     err = proc.stderr.read().decode()
     proc.wait(timeout=60)
     assert proc.returncode == 128 + signal.SIGPIPE and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("line, message", [
+    ('192.0.2.5 - - [25/Nov/2026:15:25:41 +0100] "GET /x HTTP/1.1" abc 0 "-" "curl/8"',
+     "$status: expected a status code"),
+    ('192.0.2.5 - - [25/Nov/2026:15:25:41 +0100] "GET /x HTTP/1.1" 1234 0 "-" "curl/8"',
+     "$status: expected a status code"),
+    ('192.0.2.5 - - [25/Nov/2026:15:25:41 +0100] GET /x HTTP/1.1 304 0 "-" "curl/8"',
+     "after $time_local (column 42): expected '] \"'"),
+])
+def test_an_nginx_line_that_is_off_says_which_field(line, message):
+    from harness.trace.importers.base import Malformed
+    from harness.trace.importers.nginx import NginxLineParser
+
+    with pytest.raises(Malformed, match=re.escape(message)):
+        NginxLineParser("combined")(line)
+
+
+def test_an_nginx_remote_addr_chain_gives_its_first_address():
+    from harness.trace.importers.nginx import NginxLineParser
+
+    parsed = NginxLineParser("combined")('192.0.2.5, 10.0.0.1 - - [25/Nov/2026:15:25:41 +0100]'
+                                         ' "GET /x HTTP/1.1" 304 0 "-" "curl/8"')
+    assert parsed.client_ip == "192.0.2.5" and parsed.status == 304
+
+
+def test_an_nginx_escape_json_log_is_read_with_its_format(tmp_path, capsys):
+    import json
+
+    fmt = ("escape=json '{\"time\":\"$time_iso8601\",\"remote_addr\":\"$remote_addr\","
+           "\"request\":\"$request\",\"status\":\"$status\",\"cookie\":\"$http_cookie\","
+           "\"up\":\"$upstream_addr\"}'")
+    log = tmp_path / "access.json.log"
+    log.write_text('{"time":"2026-11-25T15:25:41+00:00","remote_addr":"192.0.2.9","request":'
+                   '"GET /caf\\u00e9?q=\\"x\\" HTTP/1.1","status":"200","cookie":"sid=a",'
+                   '"up":"127.0.0.2:8080"}\nnot json\n')
+    out = tmp_path / "out.jsonl"
+    code = main(["trace", "import", "nginx", str(log), "-o", str(out), "--log-format", fmt,
+                 "--skip-bad", "--no-redact"])
+    assert code == 0, capsys.readouterr()
+    assert "not a JSON object" in capsys.readouterr().out
+    record = json.loads(out.read_text().splitlines()[1])
+    assert record["path"] == '/café?q="x"' and record["client_ip"] == "192.0.2.9"
+    assert record["cookies_sent"] == {"sid": "a"} and record["replica"] == "127.0.0.2:8080"
+    with pytest.raises(InputError, match="one \\$variable"):
+        from harness.trace.importers.nginx import NginxLineParser
+
+        NginxLineParser('{"t": "$msec $request"}')

@@ -7,11 +7,13 @@ $remote_addr, $time_iso8601, $time_local, $msec, $request, $status, $upstream_ad
 $http_cookie, $http_x_forwarded_for, $http_<name> (any request header), $cookie_<name>,
 $host. Others are matched and ignored. Inside quotes a field runs to the next quote (NGINX
 escapes `"` in values as \\x22); outside quotes to the next space, except $upstream_*
-lists ("a, b" when NGINX tried a second server).
+lists ("a, b" when NGINX tried a second server) and a $remote_addr chain. A JSON format
+(`escape=json '{"time": "$time_iso8601", ...}'`) reads each line as a JSON object instead.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterator
@@ -45,6 +47,12 @@ REQUEST_HEADERS_SKIPPED = {"cookie", "host"}
 
 def compile_format(log_format: str) -> tuple[re.Pattern[str], list[str]]:
     """The regex of a log_format and its variable names in group order."""
+    pattern, names = format_parts(log_format)
+    return re.compile("".join(pattern)), names
+
+
+def format_parts(log_format: str) -> tuple[list[str], list[str]]:
+    """The regex of a log_format in parts (literal, field, literal, ...) and its variables."""
     pattern, names, pos = ["^"], [], 0
     for m in VARIABLE.finditer(log_format):
         literal = log_format[pos:m.start()]
@@ -59,12 +67,20 @@ def compile_format(log_format: str) -> tuple[re.Pattern[str], list[str]]:
         elif name.startswith("upstream_"):
             # Lists: "a, b" (the next server was tried) and "a : b" (internal redirect).
             field = r"\S*(?:(?:, | : )\S+)*"
+        elif name in ("remote_addr", "realip_remote_addr", "proxy_add_x_forwarded_for"):
+            # A chain "client, proxy" where a log writes what realip or a proxy passed on.
+            field = r"\S*(?:, \S+)*"
         else:
             field = r"\S*"
         pattern.append(f"({field})")
         names.append(name)
         pos = m.end()
     pattern.append(re.escape(log_format[pos:]) + "$")
+    _check_names(names)
+    return pattern, names
+
+
+def _check_names(names: list[str]) -> None:
     if not names:
         raise InputError("the log_format has no $variables", key="--log-format")
     if "request" not in names:
@@ -72,7 +88,54 @@ def compile_format(log_format: str) -> tuple[re.Pattern[str], list[str]]:
     if not any(t in names for t in TIME_FIELDS):
         raise InputError(f"the log_format must contain one of ${', $'.join(TIME_FIELDS)}",
                          key="--log-format")
-    return re.compile("".join(pattern)), names
+
+
+def json_template(log_format: str) -> dict[str, str] | None:
+    """For a JSON log_format (`escape=json '{"time": "$time_iso8601", ...}'`): which key
+    holds which variable; None for a text format."""
+    if not log_format.lstrip().startswith("{"):
+        return None
+    try:
+        template = json.loads(log_format)
+    except ValueError as exc:
+        raise InputError(f"a log_format that starts with '{{' is read as JSON (escape=json), "
+                         f"and this one is not valid JSON: {exc}", key="--log-format") from None
+    if not isinstance(template, dict):
+        raise InputError("expected a JSON object of \"key\": \"$variable\"",
+                         key="--log-format")
+    keys = {}
+    for key, value in template.items():
+        m = VARIABLE.fullmatch(value) if isinstance(value, str) else None
+        if m is None:
+            raise InputError(f"{key!r}: expected one $variable as the value, got {value!r}",
+                             key="--log-format")
+        keys[key] = m.group(1) or m.group(2)
+    return keys
+
+
+def mismatch(parts: list[str], names: list[str], log_format: str, text: str) -> str:
+    """Where a line stops matching the log_format: after which variable, and at which
+    column, so a user can see which field differs."""
+    for end in range(len(parts) - 1, 0, -1):
+        m = re.match("".join(parts[:end]), text)
+        if m:
+            # parts: "^", then a literal (odd index) and a field (even) by turns: parts[:end]
+            # ends with a field when `end` is odd, so a literal is next, and the reverse.
+            fields = (end - 1) // 2
+            after = f"${names[fields - 1]}" if fields else "the start"
+            nxt = f"${names[fields]}" if end % 2 == 0 and fields < len(names) else \
+                repr(_literal_after(log_format, fields))
+            return (f"does not match the log_format after {after} (column {m.end() + 1}): "
+                    f"expected {nxt} there, found {text[m.end():m.end() + 20]!r}")
+    return "does not match the log_format"
+
+
+def _literal_after(log_format: str, fields: int) -> str:
+    """The literal text of the log_format after its `fields`-th variable."""
+    spans = [m.span() for m in VARIABLE.finditer(log_format)]
+    start = spans[fields - 1][1] if fields else 0
+    end = spans[fields][0] if fields < len(spans) else len(log_format)
+    return log_format[start:end]
 
 
 def _unescape(value: str) -> str:
@@ -109,7 +172,17 @@ def _time(fields: dict[str, str]) -> float:
 
 class NginxLineParser:
     def __init__(self, log_format: str = STICKLER_FORMAT):
-        self.pattern, self.names = compile_format(NAMED_FORMATS.get(log_format, log_format))
+        self.log_format = NAMED_FORMATS.get(log_format, log_format)
+        escape, _, rest = self.log_format.partition(" ")
+        if escape in ("escape=json", "escape=default", "escape=none"):
+            self.log_format = rest.strip().strip("'")
+        self.json_keys = json_template(self.log_format)
+        if self.json_keys is not None:
+            self.names = list(self.json_keys.values())
+            _check_names(self.names)
+        else:
+            self.parts, self.names = format_parts(self.log_format)
+            self.pattern = re.compile("".join(self.parts))
         # Which variables are request headers and cookies, worked out once per format.
         self.header_vars = [(name, name[5:].replace("_", "-")) for name in self.names
                             if name.startswith("http_")
@@ -117,13 +190,29 @@ class NginxLineParser:
         self.cookie_vars = [(name, name[7:]) for name in self.names
                             if name.startswith("cookie_")]
 
-    def __call__(self, text: str) -> ParsedRequest:
+    def _fields(self, text: str) -> dict[str, str]:
         m = self.pattern.match(text)
         if m is None:
-            raise Malformed("does not match the log_format")
-        fields = {name: _unescape(value) for name, value in zip(self.names, m.groups(),
-                                                                strict=True)
-                  if value not in ("", "-")}
+            raise Malformed(mismatch(self.parts, self.names, self.log_format, text))
+        return {name: _unescape(value) for name, value in zip(self.names, m.groups(),
+                                                              strict=True)
+                if value not in ("", "-")}
+
+    def _json_fields(self, text: str) -> dict[str, str]:
+        """A line of an `escape=json` log: one JSON object, its keys those of the format."""
+        try:
+            line = json.loads(text)
+        except ValueError as exc:
+            raise Malformed(f"not a JSON object (escape=json log_format): {exc}") from None
+        if not isinstance(line, dict):
+            raise Malformed("not a JSON object (escape=json log_format)")
+        assert self.json_keys is not None
+        return {name: str(line[key]) for key, name in self.json_keys.items()
+                if line.get(key) not in (None, "", "-")}
+
+    def __call__(self, text: str) -> ParsedRequest:
+        fields = self._json_fields(text) if self.json_keys is not None else \
+            self._fields(text)
         try:
             when = _time(fields)
         except (ValueError, KeyError, OverflowError) as exc:
@@ -137,10 +226,14 @@ class NginxLineParser:
             if name in fields:
                 cookies.setdefault(cookie, fields[name])
         status = fields.get("status", "")
+        if status and not (status.isdigit() and (100 <= int(status) <= 999 or
+                                                 int(status) == 0)):
+            raise Malformed(f"$status: expected a status code (100 to 999), got {status!r}")
         xff = headers.get("x-forwarded-for", "")
         # The first X-Forwarded-For hop is the client the request was sent for (the harness
         # sends simulated client IPs that way); without one, the connection's address.
-        client_ip = xff.split(",")[0].strip() or fields.get("remote_addr")
+        remote = fields.get("remote_addr", "").split(",")[0].strip() or None
+        client_ip = xff.split(",")[0].strip() or remote
         upstream = fields.get("upstream_addr", "")
         # "a, b" lists retried upstreams and "a : b" internal redirects: the last one served.
         replica = re.split(r", | : ", upstream)[-1] if upstream else None
