@@ -12,8 +12,8 @@ from pathlib import Path
 from harness import argtypes
 from harness.errors import InputError
 
-FORMAT_OPTIONS = {"log_format": "nginx", "capture": "haproxy", "utc_offset": "haproxy",
-                  "client_ip": "har"}
+FORMAT_OPTIONS = {"log_format": ("nginx", "haproxy"), "capture": ("haproxy",),
+                  "utc_offset": ("haproxy",), "client_ip": ("har",)}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                           "token|key|password|passwd|secret)")
     imp.add_argument("--log-format", default=None, metavar="FORMAT",
                      help="nginx: the log_format string, or 'stickler' (default) or "
-                          "'combined'")
+                          "'combined'; haproxy: the log-format string, or 'httplog' "
+                          "(default) or 'httpslog'")
     imp.add_argument("--capture", default=None, metavar="HEADERS",
                      help="haproxy: the captured request headers in order, comma-separated "
                           "(default: Cookie, as the harness's config captures)")
@@ -62,12 +63,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _format_options(args: argparse.Namespace) -> dict:
     options = {}
-    for name, fmt in FORMAT_OPTIONS.items():
+    for name, formats in FORMAT_OPTIONS.items():
         value = getattr(args, name)
         if value is None:
             continue
-        if fmt != args.format:
-            raise InputError(f"only for {fmt}, not {args.format}",
+        if args.format not in formats:
+            raise InputError(f"only for {' and '.join(formats)}, not {args.format}",
                              key="--" + name.replace("_", "-"))
         options[name] = value
     if "capture" in options:
@@ -75,10 +76,15 @@ def _format_options(args: argparse.Namespace) -> dict:
             h.strip() for h in options.pop("capture").split(",") if h.strip())
     if "utc_offset" in options:
         options["utc_offset"] = options["utc_offset"] * 3600
-    if "log_format" in options:
-        from harness.trace.importers.nginx import NAMED_FORMATS, compile_format
+    if "log_format" in options:  # checked before anything is read
+        if args.format == "nginx":
+            from harness.trace.importers.nginx import NginxLineParser
 
-        compile_format(NAMED_FORMATS.get(options["log_format"], options["log_format"]))
+            NginxLineParser(options["log_format"])
+        else:
+            from harness.trace.importers.haproxy_format import compile_log_format
+
+            compile_log_format(options["log_format"])
     return options
 
 

@@ -291,3 +291,102 @@ def test_logs_of_a_live_run_import_as_sent(tmp_path, kind):
             assert [r.replica for r in reqs] == [s["replica"] for s in mine]
         else:  # NGINX logs addresses and gets the client from X-Forwarded-For
             assert {r.client_ip for r in reqs} == {mine[0]["client"]}
+
+
+@pytest.mark.integration
+def test_haproxy_httpslog_and_a_custom_log_format_as_haproxy_writes_them(tmp_path):
+    """Real HAProxy lines: one frontend with `option httpslog`, one with a log-format of
+    its own (GMT date, %HM %HU %HV, a captured Cookie as a sample, %Ts.%ms); each log
+    imports with --log-format."""
+    import shutil
+    import subprocess
+    import time as clock
+    import urllib.request
+
+    from harness.cli import main
+    from harness.runtime.net import free_port
+    from harness.trace.io import read_trace
+
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    ports = free_port("127.0.0.1"), free_port("127.0.0.1")
+    custom = r"%ci:%cp\ [%trg]\ %HM\ %HU\ %HV\ %ST\ %b/%s\ %{+Q}[capture.req.hdr(0)]\ %Ts.%ms"
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(f"""global
+    log stderr format raw local0
+defaults
+    mode http
+    log global
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+frontend tls-style
+    bind 127.0.0.1:{ports[0]}
+    option httpslog
+    capture request header Host len 40
+    http-request return status 200
+frontend own
+    bind 127.0.0.1:{ports[1]}
+    log-format "{custom}"
+    capture request header Cookie len 60
+    http-request return status 201
+""")
+    log = tmp_path / "stderr.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen([haproxy, "-f", str(cfg), "-db"], stderr=err)
+    try:
+        for port, headers in ((ports[0], {}), (ports[1], {"Cookie": "sid=abc; SRV=r1"})):
+            deadline = clock.monotonic() + 10
+            while True:
+                try:
+                    req = urllib.request.Request(f"http://127.0.0.1:{port}/p?q=1",
+                                                 headers=headers)
+                    urllib.request.urlopen(req, timeout=2).read()
+                    break
+                except OSError:
+                    assert clock.monotonic() < deadline, log.read_text()
+                    clock.sleep(0.1)
+        clock.sleep(0.3)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    lines = log.read_text().splitlines()
+    httpslog = [ln for ln in lines if " tls-style tls-style/" in ln]
+    own = [ln for ln in lines if " own/<NOSRV> " in ln]
+    assert len(httpslog) == 1 and len(own) == 1, lines
+    for name, line, argv in (("https", httpslog[0], ["--log-format", "httpslog",
+                                                      "--capture", "Host"]),
+                             ("own", own[0], ["--log-format", custom, "--capture", "Cookie"])):
+        source, out = tmp_path / f"{name}.log", tmp_path / f"{name}.jsonl"
+        source.write_text(line + "\n")
+        assert main(["trace", "import", "haproxy", str(source), "-o", str(out), "--no-redact",
+                     *argv]) == 0, line
+        with read_trace(out) as reader:
+            (record,) = list(reader)
+        assert (record.method, record.path, record.client_ip) == ("GET", "/p?q=1", "127.0.0.1")
+        if name == "https":
+            assert record.status == 200 and record.host == f"127.0.0.1:{ports[0]}"
+        else:
+            assert record.status == 201 and record.cookies_sent == {"sid": "abc", "SRV": "r1"}
+            assert abs(reader.header.start - clock.time()) < 60  # %Ts.%ms, in UTC
+
+
+def test_haproxy_log_format_compiler_reads_the_documented_httpslog_line():
+    from harness.errors import InputError
+    from harness.trace.importers.haproxy import HAProxyLineParser
+
+    # configuration.txt 8.2.4's example, HAProxy 2.6
+    line = ("Feb  6 12:14:14 localhost haproxy[14389]: 10.0.1.2:33317 [06/Feb/2009:12:14:14.655]"
+            " https-in static/srv1 10/0/30/69/109 200 2750 - - ---- 1/1/1/1/0 0/0 {1wt.eu} {} "
+            '"GET /index.html HTTP/1.1" 0/0/0/0/0 1wt.eu/TLSv1.3/TLS_AES_256_GCM_SHA384')
+    req = HAProxyLineParser(("Host",), log_format="httpslog")(line)
+    assert (req.host, req.path, req.replica, req.status) == ("1wt.eu", "/index.html", "srv1",
+                                                             200)
+    assert req.time == 1233922454.655
+    # %o flags every string after it (dates and numbers stay bare); `\ ` is a space, `%%`
+    # a percent sign. The line is as HAProxy 2.6.12 wrote it for this format.
+    quoted = HAProxyLineParser(log_format=r'"%{+Q}o\ %ci\ 100%%\ [%t]\ %r\ %ST\ %b"')
+    req = quoted('"127.0.0.1" 100% [08/Dec/2026:03:04:19.504] "GET /x HTTP/1.1" 200 "q"')
+    assert (req.client_ip, req.path, req.status) == ("127.0.0.1", "/x", 200)
+    for bad, why in (("%ci [%t] %ST", "no request"), ("%ci %r", "no time")):
+        with pytest.raises(InputError, match=why):
+            HAProxyLineParser(log_format=bad)

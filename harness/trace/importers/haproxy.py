@@ -29,6 +29,7 @@ from harness.trace.importers.base import (
     parse_cookie_header,
     parse_request_line,
 )
+from harness.trace.importers.haproxy_format import compile_log_format, request_line
 
 MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
@@ -75,43 +76,88 @@ def _days_from_civil(y: int, m: int, d: int) -> int:
     return era * 146097 + doe - 719468
 
 
+def _date(text: str, utc_offset: float) -> float:
+    """Unix time of HAProxy's `06/Feb/2009:12:14:14[.655][ +0100]`: with a zone when it has
+    one (%T, %Tl, %trg, %trl), else local time `utc_offset` seconds east of UTC."""
+    m = DATE.fullmatch(text)
+    month = MONTHS.get(m["mon"]) if m else None
+    if m is None or month is None or not 1 <= int(m["day"]) <= 31:
+        raise Malformed(f"bad date: {text[:40]!r}")
+    if int(m["h"]) > 23 or int(m["m"]) > 59 or int(m["s"]) > 60:
+        raise Malformed("bad accept time")
+    offset = utc_offset
+    if m["zone"]:
+        sign = -1 if m["zone"][0] == "-" else 1
+        offset = sign * (int(m["zone"][1:3]) * 3600 + int(m["zone"][3:5]) * 60)
+    return (_days_from_civil(int(m["year"]), month, int(m["day"])) * 86400
+            + int(m["h"]) * 3600 + int(m["m"]) * 60 + int(m["s"])
+            + int(m["ms"] or 0) / 1000 - offset)
+
+
+DATE = re.compile(r"(?P<day>\d\d)/(?P<mon>[A-Z][a-z]{2})/(?P<year>\d{4}):(?P<h>\d\d):"
+                  r"(?P<m>\d\d):(?P<s>\d\d)(?:\.(?P<ms>\d{3}))?(?: (?P<zone>[+-]\d{4}))?")
+
+
+CAPTURED_SAMPLE = re.compile(r"\[capture\.req\.hdr\((\d+)\)")
+
+
 class HAProxyLineParser:
-    def __init__(self, request_headers: tuple[str, ...] = ("cookie",), utc_offset: float = 0):
+    def __init__(self, request_headers: tuple[str, ...] = ("cookie",), utc_offset: float = 0,
+                 log_format: str | None = None):
         self.request_headers = tuple(h.lower() for h in request_headers)
         self.utc_offset = utc_offset
+        # None: `option httplog` (the fast path below); else a compiled custom format.
+        self.custom = None if log_format in (None, "httplog") else \
+            compile_log_format(log_format)
 
-    def __call__(self, text: str) -> ParsedRequest:
-        start = START.match(text)
-        if start is None:
+    def _custom(self, text: str) -> ParsedRequest:
+        assert self.custom is not None
+        m = self.custom.pattern.match(text)
+        if m is None:
+            prefix = re.match(SYSLOG_PREFIX, text)
+            m = self.custom.pattern.match(text[prefix.end():]) if prefix else None
+        if m is None:
             if OWN_MESSAGE.match(text):
                 raise Skip("not an access-log line (HAProxy's own message)")
-            raise Malformed("not an HAProxy log line")
-        m = LINE.match(text, start.end())
-        if m is None:
-            error = CONNECTION_ERROR.match(text, start.end())
-            if error:
-                raise Skip(f"a connection that sent no request ({error['error'][:60]})")
-            if TCP_LOG.match(text, start.end()):
-                raise Skip("a TCP log line (`mode tcp`): no HTTP request")
-            raise Malformed("not an `option httplog` line: expected 'ip:port [date] "
-                            "frontend backend/server timers status bytes cookies "
-                            "termination conns queues {headers} \"request\"'")
-        month = MONTHS.get(m["mon"])
-        if month is None or not (1 <= int(m["day"]) <= 31):
-            raise Malformed(f"bad accept date: {m['day']}/{m['mon']}/{m['year']}")
-        if int(m["h"]) > 23 or int(m["m"]) > 59 or int(m["s"]) > 60:
-            raise Malformed("bad accept time")
-        when = (_days_from_civil(int(m["year"]), month, int(m["day"])) * 86400
-                + int(m["h"]) * 3600 + int(m["m"]) * 60 + int(m["s"])
-                + int(m["ms"] or 0) / 1000 - self.utc_offset)
-        request = _decode(m["request"])
-        if request == "<BADREQ>":
-            raise Skip("<BADREQ>: HAProxy could not parse the request")
-        method, path, host = parse_request_line(request)
+            raise Malformed(f"does not match the log-format {self.custom.text[:60]!r}")
+        v = self.custom.values(m)
+        if "Ts" in v:
+            try:
+                when = int(v["Ts"], 16 if not v["Ts"].isdigit() else 10) + \
+                    int(v.get("ms") or 0) / 1000
+            except ValueError:
+                raise Malformed(f"bad %Ts: {v['Ts']!r}") from None
+        else:
+            when = _date(next(v[t] for t in ("tr", "trg", "trl", "t", "T", "Tl") if t in v),
+                         self.utc_offset)
+        request = request_line(v)
+        if request is None or _decode(request) == "<BADREQ>":
+            raise Skip("no request (HAProxy could not parse one)")
+        method, path, host = parse_request_line(_decode(request))
+        headers, cookies = self._captured(v.get("hr"), v.get("CC", "-"))
+        for key, value in v.items():  # %[capture.req.hdr(N)]: the N-th --capture header
+            n = CAPTURED_SAMPLE.match(key)
+            if n and int(n[1]) < len(self.request_headers) and value not in ("", "-"):
+                name = self.request_headers[int(n[1])]
+                if name == "cookie":
+                    cookies.update(parse_cookie_header(_decode(value)))
+                else:
+                    headers[name] = _decode(value)
+        status = int(v["ST"]) if v.get("ST", "").lstrip("-").isdigit() else 0
+        server = v.get("s", "<NOSRV>")
+        return ParsedRequest(
+            time=when, method=method, path=path, client_ip=v.get("ci"),
+            host=headers.pop("host", host), headers=headers, cookies=cookies,
+            set_cookies=[_decode(v["CS"])] if v.get("CS", "-") != "-" else [],
+            status=status if 100 <= status <= 999 else None,
+            replica=None if server.startswith("<") else server)
+
+    def _captured(self, block: str | None, req_cookie: str) -> tuple[dict, dict]:
+        """The captured request headers (a `{a|b}` block, named by --capture) and cookies."""
         headers: dict[str, str] = {}
         cookies: dict[str, str] = {}
-        if m["req_headers"] is not None:
-            values = m["req_headers"].split("|")
+        if block is not None:
+            values = block.strip("{}").split("|")
             if len(values) != len(self.request_headers):
                 raise Malformed(f"the line has {len(values)} captured request header"
                                 f"{'s' if len(values) != 1 else ''}, and --capture names "
@@ -128,8 +174,42 @@ class HAProxyLineParser:
                                 f"of the `capture request header` lines")
         if "cookie" in headers:
             cookies.update(parse_cookie_header(headers.pop("cookie")))
-        if m["req_cookie"] != "-":  # `capture cookie NAME`: NAME=value as sent
-            cookies.update(parse_cookie_header(_decode(m["req_cookie"])))
+        if req_cookie != "-":  # `capture cookie NAME`: NAME=value as sent
+            cookies.update(parse_cookie_header(_decode(req_cookie)))
+        return headers, cookies
+
+    def __call__(self, text: str) -> ParsedRequest:
+        if self.custom is not None:
+            return self._custom(text)
+        start = START.match(text)
+        if start is None:
+            if OWN_MESSAGE.match(text):
+                raise Skip("not an access-log line (HAProxy's own message)")
+            raise Malformed("not an HAProxy log line")
+        m = LINE.match(text, start.end())
+        if m is None:
+            error = CONNECTION_ERROR.match(text, start.end())
+            if error:
+                raise Skip(f"a connection that sent no request ({error['error'][:60]})")
+            if TCP_LOG.match(text, start.end()):
+                raise Skip("a TCP log line (`mode tcp`): no HTTP request")
+            raise Malformed("not an `option httplog` line: expected 'ip:port [date] "
+                            "frontend backend/server timers status bytes cookies "
+                            "termination conns queues {headers} \"request\"' (for "
+                            "`option httpslog` or your own log-format, give --log-format)")
+        month = MONTHS.get(m["mon"])
+        if month is None or not (1 <= int(m["day"]) <= 31):
+            raise Malformed(f"bad accept date: {m['day']}/{m['mon']}/{m['year']}")
+        if int(m["h"]) > 23 or int(m["m"]) > 59 or int(m["s"]) > 60:
+            raise Malformed("bad accept time")
+        when = (_days_from_civil(int(m["year"]), month, int(m["day"])) * 86400
+                + int(m["h"]) * 3600 + int(m["m"]) * 60 + int(m["s"])
+                + int(m["ms"] or 0) / 1000 - self.utc_offset)
+        request = _decode(m["request"])
+        if request == "<BADREQ>":
+            raise Skip("<BADREQ>: HAProxy could not parse the request")
+        method, path, host = parse_request_line(request)
+        headers, cookies = self._captured(m["req_headers"], m["req_cookie"])
         set_cookies = [_decode(m["res_cookie"])] if m["res_cookie"] != "-" else []
         if "host" in headers:
             host = headers.pop("host")
@@ -144,7 +224,7 @@ class HAProxyLineParser:
 
 def import_haproxy(path: str | Path, options: ImportOptions, stats: ImportStats, *,
                    request_headers: tuple[str, ...] = ("cookie",),
-                   utc_offset: float = 0) -> Iterator:
-    parser = HAProxyLineParser(request_headers, utc_offset)
+                   utc_offset: float = 0, log_format: str | None = None) -> Iterator:
+    parser = HAProxyLineParser(request_headers, utc_offset, log_format)
     with open_input(path) as f:
         yield from import_lines(str(path), f, parser, options, stats)
