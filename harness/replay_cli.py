@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,33 @@ def _inputs(args: argparse.Namespace, topology_files: list[str]) -> tuple[list, 
         records = list(reader)
     if not records:
         raise InputError("the trace has no requests", file=args.trace)
+    warning = long_replay_warning(records, speed)
+    if warning:
+        print(f"stickler: warning: {warning}", file=sys.stderr)
     return topologies, records, speed
+
+
+LONG_REPLAY_S = 3600.0
+
+
+def long_replay_warning(records: list, speed: float) -> str | None:
+    """A replay that would take more than an hour at this speed (a log of weeks at speed 1)
+    says so, with the speed that would make it ten minutes (pure)."""
+    times = [r.t for r in records]
+    span = max(times) - min(times)
+    if math.isinf(speed) or span / speed <= LONG_REPLAY_S:
+        return None
+    hours = span / speed / 3600
+    return (f"the trace spans {_duration(span)}: at speed {speed:g} the replay takes "
+            f"{hours:.1f} hours; --speed {span / 600:.0f} takes about ten minutes, "
+            f"--speed max as fast as the balancer answers")
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def _report_dir(args: argparse.Namespace, what: str) -> Path:

@@ -393,3 +393,19 @@ def test_an_nginx_escape_json_log_is_read_with_its_format(tmp_path, capsys):
         from harness.trace.importers.nginx import NginxLineParser
 
         NginxLineParser('{"t": "$msec $request"}')
+
+
+@pytest.mark.parametrize("span_s, speed, warned", [(30 * 86400, 1.0, True), (1800, 1.0, False),
+                                                   (30 * 86400, float("inf"), False),
+                                                   (30 * 86400, 1000.0, False)])
+def test_a_replay_that_would_take_hours_says_so_with_a_speed_that_would_not(span_s, speed,
+                                                                            warned):
+    from harness.replay_cli import long_replay_warning
+    from harness.trace import TraceRecord
+
+    records = [TraceRecord(t=0.0, session="s", method="GET", path="/"),
+               TraceRecord(t=float(span_s), session="s", method="GET", path="/", seq=1)]
+    warning = long_replay_warning(records, speed)
+    assert (warning is not None) == warned
+    if warned:
+        assert "30.0 days" in warning and "--speed 4320 takes about ten minutes" in warning
