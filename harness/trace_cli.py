@@ -105,12 +105,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     from harness.trace.redact import DEFAULT_KEEP_COOKIES, DEFAULT_SECRET_NAMES, RedactionPolicy
     from harness.trace.session_key import parse_rule
 
-    source = Path(args.file)
-    if source.is_dir():
-        raise InputError("is a directory; expected a file", file=args.file)
-    if not source.is_file():
-        raise InputError("no such file", file=args.file)
-    out = check_output(args.output, "--output", force=args.force, inputs=[source])
+    source = Path(args.file)  # "-": standard input
+    if args.file != "-":
+        if source.is_dir():
+            raise InputError("is a directory; expected a file", file=args.file)
+        if not source.is_file():
+            raise InputError("no such file", file=args.file)
+    out = Path("-") if args.output == "-" else \
+        check_output(args.output, "--output", force=args.force, inputs=[source])
     secret_names = args.secret_names or DEFAULT_SECRET_NAMES
     try:
         re.compile(secret_names)
@@ -131,13 +133,15 @@ def cmd_import(args: argparse.Namespace) -> int:
                          f"{'entries' if args.format == 'har' else 'lines'}, "
                          f"{stats.skipped} skipped{': ' + reasons if reasons else ''}); "
                          f"nothing written", file=str(source))
-    print(f"{out}: {stats.records} requests from {stats.units} "
-          f"{'entries' if args.format == 'har' else 'lines'} of {source}, "
-          f"{stats.skipped} skipped, {'redacted' if header.redacted else 'NOT redacted'}")
+    said = sys.stderr if str(out) == "-" else sys.stdout  # stdout may be the trace
+    print(f"{'<stdout>' if str(out) == '-' else out}: {stats.records} requests from "
+          f"{stats.units} {'entries' if args.format == 'har' else 'lines'} of {source}, "
+          f"{stats.skipped} skipped, {'redacted' if header.redacted else 'NOT redacted'}",
+          file=said)
     for line, reason in stats.examples:
-        print(f"  skipped {source}{f':{line}' if line else ''}: {reason}")
+        print(f"  skipped {source}{f':{line}' if line else ''}: {reason}", file=said)
     if stats.skipped > len(stats.examples):
-        print(f"  ... and {stats.skipped - len(stats.examples)} more")
+        print(f"  ... and {stats.skipped - len(stats.examples)} more", file=said)
     return 0
 
 

@@ -409,3 +409,20 @@ def test_a_replay_that_would_take_hours_says_so_with_a_speed_that_would_not(span
     assert (warning is not None) == warned
     if warned:
         assert "30.0 days" in warning and "--speed 4320 takes about ten minutes" in warning
+
+
+@pytest.mark.parametrize("fmt, sample", [("haproxy", HAPROXY_LOG), ("har", HAR)])
+def test_a_dash_is_standard_input_and_output(fmt, sample, tmp_path):
+    """`stickler trace import FMT - -o - | stickler trace check -`: the trace on stdout is
+    the one a file would get, and the summary goes to stderr."""
+    to_file = tmp_path / "file.jsonl"
+    assert main(["trace", "import", fmt, str(sample), "-o", str(to_file)]) == 0
+    imported = subprocess.run([str(STICKLER), "trace", "import", fmt, "-", "-o", "-"],
+                              input=sample.read_bytes(), capture_output=True, timeout=60)
+    assert imported.returncode == 0, imported.stderr
+    assert b"requests from" in imported.stderr
+    piped = imported.stdout.decode().splitlines()
+    assert piped[1:] == to_file.read_text().splitlines()[1:]  # the header names the source
+    checked = subprocess.run([str(STICKLER), "trace", "check", "-"], input=imported.stdout,
+                             capture_output=True, timeout=60)
+    assert checked.returncode == 0 and b"ok" in checked.stdout, checked.stderr

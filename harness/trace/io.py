@@ -3,8 +3,11 @@ writer that leaves either the whole file or nothing (temp file, then rename)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +31,9 @@ class TraceReader:
         self.path = Path(path)
         self.validate = validate  # also apply the full JSON Schema (slower)
         try:
-            self._file = self.path.open("rb")
+            # "-": standard input (not closed with the reader)
+            self._file = io.BufferedReader(io.FileIO(sys.stdin.fileno(), closefd=False)) \
+                if str(path) == "-" else self.path.open("rb")
         except OSError as exc:
             raise InputError(f"cannot read: {exc.strerror}", file=str(path)) from None
         self.line = 0
@@ -111,6 +116,12 @@ class TraceWriter:
 
     def __init__(self, path: str | Path, header: TraceHeader):
         self.path = Path(path)
+        self._tmp = None
+        if str(path) == "-":  # standard output: written as it goes, nothing to rename
+            self._file = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+            self._file.write(header_json(header) + "\n")
+            self.count = 0
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
@@ -131,6 +142,9 @@ class TraceWriter:
         self.count += 1
 
     def commit(self) -> None:
+        if self._tmp is None:
+            self._file.close()
+            return
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -141,8 +155,10 @@ class TraceWriter:
             raise InputError(f"cannot write: {exc.strerror}", file=str(self.path)) from None
 
     def abort(self) -> None:
-        self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a closed pipe
+            self._file.close()
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> TraceWriter:
         return self

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +73,11 @@ UTF8_BOM = b"\xef\xbb\xbf"
 def open_input(path: str | Path) -> BinaryIO:
     """The file, read from after a UTF-8 byte order mark if it starts with one (Windows
     tools and some browsers' HAR exports write it)."""
+    if str(path) == "-":  # standard input: no seeking back, so the mark is peeked at
+        stdin = io.BufferedReader(io.FileIO(sys.stdin.fileno(), closefd=False))
+        if stdin.peek(len(UTF8_BOM))[:len(UTF8_BOM)] == UTF8_BOM:
+            stdin.read(len(UTF8_BOM))
+        return stdin
     if Path(path).is_dir():
         raise InputError("is a directory; expected a file", file=str(path))
     try:

@@ -38,7 +38,10 @@ DROPPED_HEADERS = {"cookie", "host", "content-length", "connection", "keep-alive
 
 def _syntax_error_line(path: Path) -> int | None:
     """The line of the first syntax error, found with ijson's pure-Python backend (it
-    reports the byte offset; the fast C backend does not). Only run after an error."""
+    reports the byte offset; the fast C backend does not). Only run after an error; standard
+    input cannot be read again."""
+    if str(path) == "-":
+        return None
     with path.open("rb") as f:
         try:
             for _ in ijson_python.parse(f):
