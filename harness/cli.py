@@ -137,7 +137,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     from harness import runtime
     from harness.topology import load_topology
 
-    topology = load_topology(args.topology)
+    if bool(args.topology) == bool(args.topology_option):
+        raise InputError("expected one topology: `stickler up FILE` or `stickler up "
+                         "--topology FILE`", key="--topology")
+    topology = load_topology(args.topology or args.topology_option)
     with runtime.start(topology, args.runtime) as cluster:
         mechanism = topology.mode or topology.config.mechanism
         print(f"{topology.name}: {topology.kind} ({mechanism}) at {cluster.url}")
@@ -186,12 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where to write the report (default: reports/<timestamp>/)")
     conf.add_argument("-k", default=None, metavar="EXPR", help="pytest -k filter on check ids")
     conf.add_argument("-x", "--exitfirst", action="store_true", help="stop at the first failure")
-    conf.add_argument("-v", "--verbose", action="store_true")
+    conf.add_argument("-v", "--verbose", action="store_true",
+                      help="one line per check as it ends")
     conf.set_defaults(func=cmd_conformance)
 
     topo = sub.add_parser("topology", help="validate a topology or show its balancer config")
-    topo.add_argument("action", choices=["validate", "render"])
-    topo.add_argument("files", nargs="+", metavar="FILE")
+    topo.add_argument("action", choices=["validate", "render"],
+                      help="validate: check each file; render: print the balancer config")
+    topo.add_argument("files", nargs="+", metavar="FILE", help="topology YAML files")
     topo.set_defaults(func=cmd_topology)
 
     from harness.load_cli import add_parser as add_load_parser
@@ -219,8 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_parsers(sub)
 
     up = sub.add_parser("up", help="start a topology and keep it running until Ctrl-C")
-    up.add_argument("topology", metavar="FILE")
-    up.add_argument("--runtime", default="processes", choices=["processes", "containers"])
+    up.add_argument("topology", metavar="FILE", nargs="?", help="a topology YAML file")
+    up.add_argument("--topology", dest="topology_option", metavar="FILE",
+                    help="the same, as the other commands spell it")
+    up.add_argument("--runtime", default="processes", choices=["processes", "containers"],
+                    help="where the cluster runs: processes (default) or containers")
     up.set_defaults(func=cmd_up)
     return parser
 

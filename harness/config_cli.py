@@ -57,7 +57,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     chk.add_argument("--report-dir", metavar="DIR",
                      help="where to write the report (default: reports/<timestamp>/)")
     chk.add_argument("-k", metavar="EXPR", help="pytest -k filter on check ids")
-    chk.add_argument("-v", "--verbose", action="store_true")
+    chk.add_argument("-v", "--verbose", action="store_true",
+                     help="one line per check as it ends")
     chk.set_defaults(func=cmd_check)
 
 

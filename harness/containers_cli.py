@@ -9,7 +9,8 @@ import time
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     images = sub.add_parser("images", help="build the container images the topologies need")
-    images.add_argument("action", choices=["build"])
+    images.add_argument("action", choices=["build"], help="build: the node image (and its "
+                        "offline base when no registry answers)")
     images.add_argument("--offline", action="store_true",
                         help="make the base from a debootstrap rootfs (automatic when no "
                              "registry answers)")
@@ -19,11 +20,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     images.set_defaults(func=cmd_images)
 
     compose = sub.add_parser("compose", help="render docker-compose files for topologies")
-    compose.add_argument("action", choices=["render"])
+    compose.add_argument("action", choices=["render"],
+                         help="render: write docker-compose.yml and the balancer config")
     compose.add_argument("files", nargs="*", metavar="TOPOLOGY",
                          help="topology YAML files (default: fixtures/topologies/*.yaml)")
-    compose.add_argument("--out", default=None, metavar="DIR",
+    compose.add_argument("--topology", action="append", default=[], metavar="FILE",
+                         help="a topology YAML file (repeatable), as other commands take it")
+    compose.add_argument("--out-dir", default=None, metavar="DIR",
                          help="write DIR/<topology>/ (default: compose/topologies/)")
+    compose.add_argument("--out", dest="out_dir", help=argparse.SUPPRESS)  # the old spelling
     compose.add_argument("--subnet", default=None, metavar="CIDR",
                          help="the network's subnet (default: 172.31.250.0/24)")
     compose.set_defaults(func=cmd_compose)
@@ -66,9 +71,9 @@ def cmd_compose(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(f"expected a subnet like 172.31.250.0/24: {exc}", key="--subnet") \
             from None
-    files = args.files or sorted(str(p) for p in TOPOLOGY_DIR.glob("*.yaml"))
+    files = [*args.files, *args.topology] or sorted(str(p) for p in TOPOLOGY_DIR.glob("*.yaml"))
     topologies = [load_topology(f) for f in files]  # all validated before any output
-    out = Path(args.out) if args.out else ROOT / "compose" / "topologies"
+    out = Path(args.out_dir) if args.out_dir else ROOT / "compose" / "topologies"
     for topology in topologies:
         try:
             written = compose.write(topology, out, subnet)

@@ -48,7 +48,7 @@ def parse_fail_on(text: str):
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     load = sub.add_parser("load", help="drive a Locust user population through a topology")
-    load.add_argument("--topology", required=True, metavar="FILE")
+    load.add_argument("--topology", required=True, metavar="FILE", help="a topology YAML file")
     load.add_argument("--profile", required=True, metavar="FILE",
                       help="a profile YAML (see fixtures/profiles/)")
     load.add_argument("--duration", type=argtypes.seconds, default=60.0, metavar="SECONDS",
@@ -61,8 +61,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       help="exit 1 when the condition holds, e.g. 'min_stickiness<0.99'")
     load.add_argument("--runtime", default="processes", choices=["processes", "containers"],
                       help="how the cluster is started (containers: needs a Docker daemon)")
-    load.add_argument("--seed", type=int, default=None)
-    load.add_argument("--report-dir", default=None, metavar="DIR")
+    load.add_argument("--seed", type=int, default=None,
+                      help="rerun with this seed (default: a new one, in the report)")
+    load.add_argument("--report-dir", default=None, metavar="DIR",
+                      help="where the report goes (default: reports/<time>-load-<topology>/)")
     load.add_argument("--web", action="store_true", help="serve Locust's web UI on 127.0.0.1")
     load.set_defaults(func=cmd_load)
 

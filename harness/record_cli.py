@@ -20,7 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="the balancer to record traffic to (on 127.0.0.0/8)")
     rec.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
                      help="where clients connect instead (default 127.0.0.1:8080)")
-    rec.add_argument("-o", "--output", required=True, metavar="OUT.jsonl")
+    rec.add_argument("-o", "--output", required=True, metavar="OUT.jsonl",
+                     help="the trace to write when the recording ends")
     rec.add_argument("--force", action="store_true", help="replace OUT.jsonl if it exists")
     rec.add_argument("--duration", type=argtypes.seconds, default=None, metavar="SECONDS",
                      help="stop after this long (default: at Ctrl-C or SIGTERM)")

@@ -28,13 +28,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        "times faster, max as fast as possible (default 1)")
         p.add_argument("--concurrency", type=int, default=32,
                        help="requests in flight at most (default 32)")
-        p.add_argument("--runtime", default="processes", choices=sorted(RUNTIMES))
-        p.add_argument("--report-dir", default=None, metavar="DIR")
+        p.add_argument("--runtime", default="processes", choices=sorted(RUNTIMES),
+                       help="where the cluster runs: processes (default) or containers")
+        p.add_argument("--report-dir", default=None, metavar="DIR",
+                       help="where the report goes (default: reports/<time>-<command>/)")
 
     replay = sub.add_parser("replay", help="replay a trace through a topology and list the "
                             "sessions that broke")
     common(replay)
-    replay.add_argument("--topology", required=True, metavar="FILE")
+    replay.add_argument("--topology", required=True, metavar="FILE",
+                        help="the topology to replay through")
     replay.add_argument("--allow-broken", action="store_true",
                         help="exit 0 even when sessions broke")
     replay.set_defaults(func=cmd_replay)
@@ -51,7 +54,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     shrink = sub.add_parser("shrink", help="shrink a trace to a minimal one that still "
                             "violates a property, and write it out as a regression test")
-    shrink.add_argument("trace", metavar="TRACE")
+    shrink.add_argument("trace", metavar="TRACE", help="a trace on which the property fails")
     shrink.add_argument("--topology", required=True, metavar="FILE",
                         help="the topology the trace fails on")
     shrink.add_argument("--property", required=True, dest="prop",
@@ -69,7 +72,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         help="a candidate fails only if every one of its --runs replays "
                              "does: for a failure that depends on placement or timing, so "
                              "that the regression reproduces every time")
-    shrink.add_argument("--runtime", default="processes", choices=sorted(RUNTIMES))
+    shrink.add_argument("--runtime", default="processes", choices=sorted(RUNTIMES),
+                        help="where the cluster runs: processes (default) or containers")
     shrink.add_argument("--force", action="store_true", help="replace an existing regression")
     shrink.set_defaults(func=cmd_shrink)
 
@@ -298,6 +302,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 1 if differs else 0
 
 
+# shrink's own exit code: not a failure (1: no regression could be made of a failure that
+# showed), not bad input (2): the property holds, there is no failure to shrink.
+NOTHING_TO_SHRINK = 4
+
+
 def cmd_shrink(args: argparse.Namespace) -> int:
     import re
     import shlex
@@ -359,7 +368,7 @@ def cmd_shrink(args: argparse.Namespace) -> int:
         if not fails(cluster, records):
             console.print(f"the property holds on the whole trace through {bad.name}: "
                           "nothing to shrink")
-            return 1
+            return NOTHING_TO_SHRINK
         by_session: dict[str, list] = {}
         for record in records:
             by_session.setdefault(record.session, []).append(record)

@@ -22,9 +22,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     imp = actions.add_parser("import", help="turn a HAR file or an access log into a trace",
                              description="See docs/trace.md for the formats and options.")
-    imp.add_argument("format", choices=["har", "haproxy", "nginx", "history"])
-    imp.add_argument("file", metavar="FILE")
-    imp.add_argument("-o", "--output", required=True, metavar="OUT.jsonl")
+    imp.add_argument("format", choices=["har", "haproxy", "nginx", "history"],
+                     help="what FILE is: a HAR export, an HAProxy or NGINX access log, or a "
+                          "Stickler history.jsonl")
+    imp.add_argument("file", metavar="FILE", help="the file to import (- for standard input)")
+    imp.add_argument("-o", "--output", required=True, metavar="OUT.jsonl",
+                     help="the trace to write (- for standard output)")
     imp.add_argument("--force", action="store_true", help="replace OUT.jsonl if it exists")
     imp.add_argument("--session-key", default="auto", metavar="RULE",
                      help="auto (default), ip, cookie:NAME or header:NAME")
@@ -51,13 +54,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--utc-offset", type=argtypes.utc_offset, default=None, metavar="HOURS",
                      help="haproxy: the zone of the log's local times, in hours east of "
                           "UTC (-8, 5.5, --utc-offset=-08:00; default 0)")
-    imp.add_argument("--client-ip", default=None, metavar="ADDRESS",
+    imp.add_argument("--client-address", dest="client_ip", default=None, metavar="ADDRESS",
                      help="har: the client address when no X-Forwarded-For says it")
+    # The old spelling: `--client-ip` names a transport mode elsewhere (record, topologies).
+    imp.add_argument("--client-ip", dest="client_ip", help=argparse.SUPPRESS)
     imp.set_defaults(func=cmd_import)
 
     check = actions.add_parser("check", help="validate a trace against its schema and "
                                              "summarize it")
-    check.add_argument("file", metavar="FILE")
+    check.add_argument("file", metavar="FILE", help="a trace (- for standard input)")
     check.set_defaults(func=cmd_check)
 
 

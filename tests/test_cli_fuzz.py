@@ -63,7 +63,7 @@ def file_bytes(draw) -> bytes:
 TARGETS = {
     "topology validate": lambda f, out: ["topology", "validate", f],
     "topology render": lambda f, out: ["topology", "render", f],
-    "compose render": lambda f, out: ["compose", "render", f, "--out", out],
+    "compose render": lambda f, out: ["compose", "render", f, "--out-dir", out],
     "trace import har": lambda f, out: ["trace", "import", "har", f, "-o", f"{out}/t.jsonl"],
     "trace import haproxy": lambda f, out: ["trace", "import", "haproxy", f,
                                             "-o", f"{out}/t.jsonl"],

@@ -426,3 +426,36 @@ def test_a_dash_is_standard_input_and_output(fmt, sample, tmp_path):
     checked = subprocess.run([str(STICKLER), "trace", "check", "-"], input=imported.stdout,
                              capture_output=True, timeout=60)
     assert checked.returncode == 0 and b"ok" in checked.stdout, checked.stderr
+
+
+def test_every_option_of_every_command_says_what_it_is_for():
+    import argparse
+
+    from harness.cli import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, path: list[str]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, [*path, name])
+            elif action.help is None and action.dest != "help":
+                missing.append(f"{' '.join(path)} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), ["stickler"])
+    assert missing == []
+
+
+@pytest.mark.parametrize("old, new", [(["compose", "render", "--out"], ["compose", "render",
+                                                                         "--out-dir"])])
+def test_an_old_spelling_still_works_beside_the_one_documented(old, new, tmp_path, capsys):
+    topology = str(ROOT / "fixtures" / "topologies" / "haproxy-roundrobin.yaml")
+    for argv, out in ((old, tmp_path / "a"), (new, tmp_path / "b")):
+        assert main([*argv[:2], topology, argv[2], str(out)]) == 0
+    assert sorted(p.name for p in (tmp_path / "a").rglob("*")) == \
+        sorted(p.name for p in (tmp_path / "b").rglob("*"))
+    assert "--out " not in capsys.readouterr().out
+    import subprocess as sp
+    helptext = sp.run([str(STICKLER), "compose", "--help"], capture_output=True, text=True)
+    assert "--out-dir" in helptext.stdout and "--out " not in helptext.stdout
