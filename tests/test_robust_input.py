@@ -459,3 +459,14 @@ def test_an_old_spelling_still_works_beside_the_one_documented(old, new, tmp_pat
     import subprocess as sp
     helptext = sp.run([str(STICKLER), "compose", "--help"], capture_output=True, text=True)
     assert "--out-dir" in helptext.stdout and "--out " not in helptext.stdout
+
+
+@pytest.mark.parametrize("data, message", [
+    (b'{"log": {"entries": [ {"a": "\xff\xfe"} ] } }', "invalid bytes in UTF8 string"),
+    ('{"log": {"entries": []}}'.encode("utf-16"), "the file is UTF-16"),
+])
+def test_a_har_error_reads_as_text_not_as_python_bytes(data, message, tmp_path, capsys):
+    har = tmp_path / "export.har"
+    har.write_bytes(data)
+    code, err = run(capsys, "trace", "import", "har", str(har), "-o", str(tmp_path / "o"))
+    assert code == 2 and message in err and "b'" not in err and "\\n" not in err, err

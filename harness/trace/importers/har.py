@@ -56,6 +56,13 @@ def _syntax_error_line(path: Path) -> int | None:
     return None
 
 
+def _utf16(path: Path) -> bool:
+    if str(path) == "-":
+        return False
+    with path.open("rb") as f:
+        return f.read(2) in (b"\xff\xfe", b"\xfe\xff")
+
+
 def _pairs(items, where: str) -> list[tuple[str, str]]:
     if not isinstance(items, list):
         raise Malformed(f"{where}: expected a list of {{name, value}} objects")
@@ -181,7 +188,14 @@ def import_har(path: str | Path, options: ImportOptions, stats: ImportStats, *,
                 stats.records += 1
                 yield builder.build(parsed)
         except (ijson.JSONError, UnicodeDecodeError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else "invalid JSON"
+            # yajl's messages come as bytes, with the offending line and a caret after
+            text = exc.args[0] if exc.args else ""
+            if isinstance(text, bytes):
+                text = text.decode("utf-8", "replace")
+            reason = str(text).splitlines()[0].strip() if str(text).strip() else "invalid JSON"
+            if _utf16(path):
+                reason = ("the file is UTF-16; a HAR is UTF-8 (convert it: iconv -f UTF-16 "
+                          "-t UTF-8)")
             raise InputError(f"not valid JSON (after {index + 1} entries): {reason}",
                              file=str(path), line=_syntax_error_line(path)) from None
     if not seen_entries:
