@@ -390,3 +390,18 @@ def test_haproxy_log_format_compiler_reads_the_documented_httpslog_line():
     for bad, why in (("%ci [%t] %ST", "no request"), ("%ci %r", "no time")):
         with pytest.raises(InputError, match=why):
             HAProxyLineParser(log_format=bad)
+
+
+def test_haproxy_accept_date_takes_the_zone_of_an_iso_syslog_timestamp():
+    """rsyslog's RFC 5424 / ISO 8601 prefix names the zone that HAProxy's accept date
+    lacks; --utc-offset, when given, wins."""
+    from harness.trace.importers.haproxy import HAProxyLineParser
+
+    body = ('10.0.1.2:33317 [06/Feb/2009:12:14:14.655] http-in static/srv1 10/0/30/69/109 '
+            '200 2750 - - ---- 1/1/1/1/0 0/0 "GET /index.html HTTP/1.1"')
+    utc = HAProxyLineParser()(body).time
+    assert HAProxyLineParser()(f"2009-02-06T12:14:14.700+01:00 lb1 haproxy[14389]: {body}"
+                               ).time == utc - 3600
+    assert HAProxyLineParser()(f"2009-02-06T12:14:14Z lb1 haproxy[14389]: {body}").time == utc
+    assert HAProxyLineParser(utc_offset=-8 * 3600)(
+        f"2009-02-06T12:14:14.700+01:00 lb1 haproxy[14389]: {body}").time == utc + 8 * 3600

@@ -9,7 +9,8 @@ The httplog format (HAProxy 2.6 configuration.txt, 8.2.3 "HTTP log format"):
 The header blocks appear only when `capture request header` / `capture response header`
 are configured. `request_headers` names the captured request headers in the order of the
 `capture request header` lines (the harness captures only Cookie). The accept date has no
-zone; it is read as UTC unless `utc_offset` says otherwise.
+zone; it is read as `utc_offset` (else the zone of an ISO 8601 syslog timestamp before the
+line, else UTC).
 """
 
 from __future__ import annotations
@@ -98,17 +99,34 @@ DATE = re.compile(r"(?P<day>\d\d)/(?P<mon>[A-Z][a-z]{2})/(?P<year>\d{4}):(?P<h>\
                   r"(?P<m>\d\d):(?P<s>\d\d)(?:\.(?P<ms>\d{3}))?(?: (?P<zone>[+-]\d{4}))?")
 
 
+ISO_PREFIX_ZONE = re.compile(r"^(?:<\d+>\d* )?\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?"
+                             r"(?P<z>Z|z|[+-]\d\d:\d\d) ")
 CAPTURED_SAMPLE = re.compile(r"\[capture\.req\.hdr\((\d+)\)")
 
 
 class HAProxyLineParser:
-    def __init__(self, request_headers: tuple[str, ...] = ("cookie",), utc_offset: float = 0,
+    def __init__(self, request_headers: tuple[str, ...] = ("cookie",),
+                 utc_offset: float | None = None,
                  log_format: str | None = None):
         self.request_headers = tuple(h.lower() for h in request_headers)
         self.utc_offset = utc_offset
         # None: `option httplog` (the fast path below); else a compiled custom format.
         self.custom = None if log_format in (None, "httplog") else \
             compile_log_format(log_format)
+
+    def _offset(self, prefix: str) -> float:
+        """The accept date's zone, in seconds east of UTC: --utc-offset when given, else
+        the zone of an RFC 5424 / ISO 8601 syslog timestamp before the line (rsyslog's
+        `2026-11-25T15:25:41.123+01:00 host haproxy[1]: `), else UTC."""
+        if self.utc_offset is not None:
+            return self.utc_offset
+        zone = ISO_PREFIX_ZONE.match(prefix)
+        if zone is None:
+            return 0.0
+        if zone["z"] in ("Z", "z"):
+            return 0.0
+        sign = -1 if zone["z"][0] == "-" else 1
+        return sign * (int(zone["z"][1:3]) * 3600 + int(zone["z"][4:6]) * 60)
 
     def _custom(self, text: str) -> ParsedRequest:
         assert self.custom is not None
@@ -129,7 +147,8 @@ class HAProxyLineParser:
                 raise Malformed(f"bad %Ts: {v['Ts']!r}") from None
         else:
             when = _date(next(v[t] for t in ("tr", "trg", "trl", "t", "T", "Tl") if t in v),
-                         self.utc_offset)
+                         self._offset(text[:len(text) - len(m.string)] if m.string != text
+                                      else ""))
         request = request_line(v)
         if request is None or _decode(request) == "<BADREQ>":
             raise Skip("no request (HAProxy could not parse one)")
@@ -204,7 +223,7 @@ class HAProxyLineParser:
             raise Malformed("bad accept time")
         when = (_days_from_civil(int(m["year"]), month, int(m["day"])) * 86400
                 + int(m["h"]) * 3600 + int(m["m"]) * 60 + int(m["s"])
-                + int(m["ms"] or 0) / 1000 - self.utc_offset)
+                + int(m["ms"] or 0) / 1000 - self._offset(text[:start.end()]))
         request = _decode(m["request"])
         if request == "<BADREQ>":
             raise Skip("<BADREQ>: HAProxy could not parse the request")
@@ -224,7 +243,7 @@ class HAProxyLineParser:
 
 def import_haproxy(path: str | Path, options: ImportOptions, stats: ImportStats, *,
                    request_headers: tuple[str, ...] = ("cookie",),
-                   utc_offset: float = 0, log_format: str | None = None) -> Iterator:
+                   utc_offset: float | None = None, log_format: str | None = None) -> Iterator:
     parser = HAProxyLineParser(request_headers, utc_offset, log_format)
     with open_input(path) as f:
         yield from import_lines(str(path), f, parser, options, stats)
