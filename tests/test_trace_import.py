@@ -296,8 +296,9 @@ def test_logs_of_a_live_run_import_as_sent(tmp_path, kind):
 @pytest.mark.integration
 def test_haproxy_httpslog_and_a_custom_log_format_as_haproxy_writes_them(tmp_path):
     """Real HAProxy lines: one frontend with `option httpslog`, one with a log-format of
-    its own (GMT date, %HM %HU %HV, a captured Cookie as a sample, %Ts.%ms); each log
-    imports with --log-format."""
+    its own (GMT date, %HM %HU %HV, a captured Cookie as a sample, %Ts.%ms), one with
+    `option httplog clf` (two captured headers, CLF style); each log imports with
+    --log-format."""
     import shutil
     import subprocess
     import time as clock
@@ -308,7 +309,7 @@ def test_haproxy_httpslog_and_a_custom_log_format_as_haproxy_writes_them(tmp_pat
     from harness.trace.io import read_trace
 
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    ports = free_port("127.0.0.1"), free_port("127.0.0.1")
+    ports = free_port("127.0.0.1"), free_port("127.0.0.1"), free_port("127.0.0.1")
     custom = r"%ci:%cp\ [%trg]\ %HM\ %HU\ %HV\ %ST\ %b/%s\ %{+Q}[capture.req.hdr(0)]\ %Ts.%ms"
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(f"""global
@@ -329,12 +330,19 @@ frontend own
     log-format "{custom}"
     capture request header Cookie len 60
     http-request return status 201
+frontend clf
+    bind 127.0.0.1:{ports[2]}
+    option httplog clf
+    capture request header Referer len 40
+    capture request header User-Agent len 40
+    http-request return status 202
 """)
     log = tmp_path / "stderr.log"
     with log.open("w") as err:
         proc = subprocess.Popen([haproxy, "-f", str(cfg), "-db"], stderr=err)
     try:
-        for port, headers in ((ports[0], {}), (ports[1], {"Cookie": "sid=abc; SRV=r1"})):
+        for port, headers in ((ports[0], {}), (ports[1], {"Cookie": "sid=abc; SRV=r1"}),
+                              (ports[2], {"User-Agent": "curl/8"})):
             deadline = clock.monotonic() + 10
             while True:
                 try:
@@ -352,10 +360,13 @@ frontend own
     lines = log.read_text().splitlines()
     httpslog = [ln for ln in lines if " tls-style tls-style/" in ln]
     own = [ln for ln in lines if " own/<NOSRV> " in ln]
-    assert len(httpslog) == 1 and len(own) == 1, lines
+    clf = [ln for ln in lines if '"clf"' in ln]
+    assert len(httpslog) == 1 and len(own) == 1 and len(clf) == 1, lines
     for name, line, argv in (("https", httpslog[0], ["--log-format", "httpslog",
                                                       "--capture", "Host"]),
-                             ("own", own[0], ["--log-format", custom, "--capture", "Cookie"])):
+                             ("own", own[0], ["--log-format", custom, "--capture", "Cookie"]),
+                             ("clf", clf[0], ["--log-format", "httplog-clf", "--capture",
+                                              "Referer,User-Agent"])):
         source, out = tmp_path / f"{name}.log", tmp_path / f"{name}.jsonl"
         source.write_text(line + "\n")
         assert main(["trace", "import", "haproxy", str(source), "-o", str(out), "--no-redact",
@@ -365,6 +376,9 @@ frontend own
         assert (record.method, record.path, record.client_ip) == ("GET", "/p?q=1", "127.0.0.1")
         if name == "https":
             assert record.status == 200 and record.host == f"127.0.0.1:{ports[0]}"
+        elif name == "clf":
+            assert record.status == 202 and record.headers_sent == {"user-agent": "curl/8"}
+            assert record.set_cookies == []
         else:
             assert record.status == 201 and record.cookies_sent == {"sid": "abc", "SRV": "r1"}
             assert abs(reader.header.start - clock.time()) < 60  # %Ts.%ms, in UTC
@@ -405,3 +419,18 @@ def test_haproxy_accept_date_takes_the_zone_of_an_iso_syslog_timestamp():
     assert HAProxyLineParser()(f"2009-02-06T12:14:14Z lb1 haproxy[14389]: {body}").time == utc
     assert HAProxyLineParser(utc_offset=-8 * 3600)(
         f"2009-02-06T12:14:14.700+01:00 lb1 haproxy[14389]: {body}").time == utc + 8 * 3600
+
+
+def test_nginx_formats_as_people_write_them():
+    """An unquoted $request (its spaces kept), and an escape=json format with bare numbers
+    (`"status":$status`), read by key whatever the order in the line."""
+    from harness.trace.importers.nginx import NginxLineParser
+
+    unquoted = NginxLineParser('$remote_addr - $remote_user [$time_local] $request "$status"')
+    req = unquoted('192.0.2.4 - - [25/Nov/2026:15:25:41 +0100] GET /dist/ HTTP/1.1 "200"')
+    assert (req.method, req.path, req.status) == ("GET", "/dist/", 200)
+    as_json = NginxLineParser('escape=json {"addr":"$remote_addr","t":"$time_local",'
+                              '"request":"$request","status":$status}')
+    req = as_json('{"status":404,"request":"GET /x HTTP/1.1","t":"25/Nov/2026:15:25:41 +0100",'
+                  '"addr":"192.0.2.5"}')
+    assert (req.client_ip, req.path, req.status) == ("192.0.2.5", "/x", 404)

@@ -51,6 +51,9 @@ START = re.compile(rf"^(?:{SYSLOG_PREFIX})?(?=\S+:\d+ \[)")
 # down, a proxy starting), raw or behind a syslog prefix.
 EVENTS = (r"Server |Proxy |[Bb]ackend |Frontend |Stopping |Pausing |Resuming |"
           r"Health check |Agent check |Connect from ")
+# With a format of the user's, a syslog-prefixed line is HAProxy's own message only if it
+# says one of these; any other line that does not match the format is a bad line.
+OWN_EVENT = re.compile(rf"^(?:{SYSLOG_PREFIX})?(?:\[(?:NOTICE|WARNING|ALERT)\]|{EVENTS})")
 OWN_MESSAGE = re.compile(rf"^(?:\[(?:NOTICE|WARNING|ALERT)\]|{SYSLOG_PREFIX}|(?:{EVENTS}))")
 # Access-log lines of a connection that carried no HTTP request: the connection error log
 # (`%ci:%cp [%tr] %ft/%fp: %[fc_err_str]`, e.g. "fe/1: SSL handshake failure") and the TCP
@@ -135,7 +138,7 @@ class HAProxyLineParser:
             prefix = re.match(SYSLOG_PREFIX, text)
             m = self.custom.pattern.match(text[prefix.end():]) if prefix else None
         if m is None:
-            if OWN_MESSAGE.match(text):
+            if OWN_EVENT.match(text):
                 raise Skip("not an access-log line (HAProxy's own message)")
             raise Malformed(f"does not match the log-format {self.custom.text[:60]!r}")
         v = self.custom.values(m)
@@ -153,7 +156,12 @@ class HAProxyLineParser:
         if request is None or _decode(request) == "<BADREQ>":
             raise Skip("no request (HAProxy could not parse one)")
         method, path, host = parse_request_line(_decode(request))
-        headers, cookies = self._captured(v.get("hr"), v.get("CC", "-"))
+        block = v.get("hr")
+        if block is None and v.get("hrl") is not None:  # CLF style: "a" "b"
+            block = "{" + "|".join(re.findall(r'"([^"]*)"', v["hrl"])) + "}"
+        if block == "{}" and not self.request_headers:
+            block = None
+        headers, cookies = self._captured(block, v.get("CC") or "-")
         for key, value in v.items():  # %[capture.req.hdr(N)]: the N-th --capture header
             n = CAPTURED_SAMPLE.match(key)
             if n and int(n[1]) < len(self.request_headers) and value not in ("", "-"):
@@ -167,7 +175,7 @@ class HAProxyLineParser:
         return ParsedRequest(
             time=when, method=method, path=path, client_ip=v.get("ci"),
             host=headers.pop("host", host), headers=headers, cookies=cookies,
-            set_cookies=[_decode(v["CS"])] if v.get("CS", "-") != "-" else [],
+            set_cookies=[_decode(v["CS"])] if v.get("CS") not in (None, "", "-") else [],
             status=status if 100 <= status <= 999 else None,
             replica=None if server.startswith("<") else server)
 

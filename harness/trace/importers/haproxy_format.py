@@ -21,7 +21,10 @@ HTTPLOG = ("%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %CC %CS %tsc "
 # configuration.txt 8.2.4: "strict equivalent of option httpslog"
 HTTPSLOG = (HTTPLOG + " %[fc_err]/%[ssl_fc_err,hex]/%[ssl_c_err]/%[ssl_c_ca_err]/"
             "%[ssl_fc_is_resumed] %[ssl_fc_sni]/%sslv/%sslc")
-NAMED = {"httplog": HTTPLOG, "httpslog": HTTPSLOG}
+# 8.2.3: "strict equivalent of option httplog clf"
+HTTPLOG_CLF = ('%{+Q}o %{-Q}ci - - [%trg] %r %ST %B \\"\\" \\"\\" %cp %ms %ft %b %s %TR %Tw %Tc '
+               '%Tr %Ta %tsc %ac %fc %bc %sc %rc %sq %bq %CC %CS %hrl %hsl')
+NAMED = {"httplog": HTTPLOG, "httpslog": HTTPSLOG, "httplog-clf": HTTPLOG_CLF}
 
 DATE = r"\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d"
 ZONE = r" [+-]\d{4}"
@@ -34,13 +37,18 @@ VARIABLES = ("HPO", "HM", "HP", "HQ", "HU", "HV", "ID", "CC", "CS", "ST", "Ta", 
 FIELD = {
     "t": DATE + r"\.\d{3}", "tr": DATE + r"\.\d{3}", "trg": DATE + ZONE, "trl": DATE + ZONE,
     "T": DATE + ZONE, "Tl": DATE + ZONE, "Ts": r"[0-9A-Fa-f]+", "ms": r"\d{3}",
-    "r": r".*?", "hr": r"\{[^}]*\}", "hs": r"\{[^}]*\}", "hrl": r".*?", "hsl": r".*?",
+    "r": r".*?", "hr": r"\{[^}]*\}", "hs": r"\{[^}]*\}",
+    # CLF style: each captured header quoted, separated by spaces
+    "hrl": r'(?:"[^"]*"(?: "[^"]*")*)?', "hsl": r'(?:"[^"]*"(?: "[^"]*")*)?',
 }
 OPTIONAL = ("hr", "hs")  # written only when headers are captured
 NUMERIC = {"B", "ST", "Ta", "Tc", "Td", "Th", "Ti", "Tq", "TR", "Tr", "Tt", "Tu", "Tw", "U",
            "ac", "bc", "bp", "bq", "cp", "fc", "fp", "lc", "pid", "rc", "rt", "sc", "sp",
            "sq"}
 TIMES = ("tr", "trg", "trl", "t", "T", "Tl", "Ts")
+# Q quotes strings only, and not all of them (observed on 2.6, `%{+Q}o`: %t, %ST bare; and
+# in `option httplog clf` logs: %tsc bare, %hrl quoted header by header)
+UNQUOTED = NUMERIC | set(TIMES) | {"ms", "ts", "tsc", "hrl", "hsl"}
 TOKEN = re.compile(r"%(?:\{(?P<flags>[^}]*)\})?(?:\[(?P<sample>[^\]]*)\]|(?P<var>"
                    + "|".join(VARIABLES) + r"))")
 
@@ -56,8 +64,9 @@ class LogFormat:
         out: dict[str, str] = {}
         for name, value in zip(self.fields, match.groups(), strict=True):
             if value is not None:
-                out.setdefault(name, value[1:-1] if len(value) > 1 and value[0] == value[-1]
-                               == '"' else value)
+                quoted = len(value) > 1 and value[0] == value[-1] == '"' and \
+                    name not in ("hrl", "hsl")
+                out.setdefault(name, value[1:-1] if quoted else value)
         return out
 
 
@@ -95,7 +104,7 @@ def compile_log_format(given: str) -> LogFormat:
             continue
         # Q quotes strings only (observed on 2.6: `%{+Q}o` leaves %t and %ST bare)
         quoted = "+Q" in f"{global_flags},{flags}" and "-Q" not in flags and \
-            var not in NUMERIC and var not in TIMES and var != "ms"
+            var not in UNQUOTED
         name = f"[{m['sample']}]" if m["sample"] is not None else var
         if var in FIELD:
             field = FIELD[var]

@@ -62,6 +62,9 @@ def format_parts(log_format: str) -> tuple[list[str], list[str]]:
         quoted = before.count('"') % 2 == 1
         if name == "time_local":
             field = r"[^\]]*"
+        elif name == "request" and not quoted:
+            # An unquoted request line still has its spaces: method, target, version.
+            field = r"\S+ \S+(?: HTTP/[0-9.]+)?"
         elif quoted:
             field = r'[^"]*'
         elif name.startswith("upstream_"):
@@ -95,8 +98,10 @@ def json_template(log_format: str) -> dict[str, str] | None:
     holds which variable; None for a text format."""
     if not log_format.lstrip().startswith("{"):
         return None
+    # Numbers are often logged bare ("status":$status): quote them for the template.
+    quoted = re.sub(r'(:\s*)(\$(?:\{\w+\}|\w+))(?=\s*[,}])', r'\1"\2"', log_format)
     try:
-        template = json.loads(log_format)
+        template = json.loads(quoted)
     except ValueError as exc:
         raise InputError(f"a log_format that starts with '{{' is read as JSON (escape=json), "
                          f"and this one is not valid JSON: {exc}", key="--log-format") from None
