@@ -68,8 +68,8 @@ def run_load(cluster: Any, profile: Profile, *, duration: float, seed: int, work
         raise ValueError(f"processes must be at least 1, got {processes}")
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    for stale in [*workdir.glob("history-*.jsonl"), workdir / "faults.jsonl",
-                  workdir / "locust-stats.json"]:
+    for stale in [*workdir.glob("history-*.jsonl"), *workdir.glob("started-*"),
+                  workdir / "faults.jsonl", workdir / "locust-stats.json"]:
         stale.unlink(missing_ok=True)
     pop = workdir / "population.json"
     pop.write_text(json.dumps({"profile": profile.to_dict(), "seed": seed,
@@ -96,6 +96,8 @@ def run_load(cluster: Any, profile: Profile, *, duration: float, seed: int, work
             _supervise(proc, cluster, schedule, t0, duration, fault_log, workdir, progress)
     finally:
         _stop(proc)
+        for marker in workdir.glob("started-*"):  # the schedule's, not the report's
+            marker.unlink(missing_ok=True)
     elapsed = time.time() - t0
     code = proc.returncode
     stats = workdir / "locust-stats.json"  # written at a normal shutdown only
@@ -163,26 +165,42 @@ def _command(url: str, profile: Profile, duration: float, processes: int, web: b
 def _supervise(proc: subprocess.Popen, cluster: Any, schedule: list[FaultStep], t0: float,
                duration: float, fault_log: IO[str], workdir: Path,
                progress: Callable[[float, int], None] | None) -> None:
-    """Apply the fault schedule and report progress until Locust exits."""
+    """Apply the fault schedule and report progress until Locust exits. The schedule counts
+    from the moment the first user started, not from Locust's launch: its start-up takes
+    seconds on a loaded machine, and a fault before any traffic would hit no session."""
     pending = list(schedule)
     counter = _LineCounter(workdir)
     deadline = t0 + duration + START_GRACE
     next_tick = t0 + 1.0
+    began: float | None = None
     while proc.poll() is None:
         now = time.time()
         if now > deadline:
             raise SticklerError(f"Locust did not finish within {duration + START_GRACE:g} s; "
                                 f"see {workdir / 'locust.log'}")
-        while pending and now - t0 >= pending[0].at:
+        if began is None and pending:
+            began = _traffic_began(workdir)
+        while pending and began is not None and now - began >= pending[0].at:
             _apply(cluster, pending.pop(0), t0, fault_log)
             now = time.time()
         if progress and now >= next_tick:
             progress(now - t0, counter.count())
             next_tick = max(next_tick + 1.0, now + 0.5)
-        wake = min([deadline, *([next_tick] if progress else []),
-                    *([t0 + pending[0].at] if pending else [])])
+        # The next fault's time, or soon again while the first user has not started.
+        fault_due = [began + pending[0].at if began is not None else now + 0.05] \
+            if pending else []
+        wake = min([deadline, *([next_tick] if progress else []), *fault_due])
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=min(max(wake - time.time(), 0.005), 1.0))
+
+
+def _traffic_began(workdir: Path) -> float | None:
+    """When the first Locust user started (the earliest `started-<pid>` a process wrote)."""
+    times = []
+    for marker in workdir.glob("started-*"):
+        with contextlib.suppress(OSError, ValueError):
+            times.append(float(marker.read_text()))
+    return min(times) if times else None
 
 
 def _apply(cluster: Any, step: FaultStep, t0: float, out: IO[str]) -> None:

@@ -182,6 +182,20 @@ def _status_error(status: int, reason: str | None, url: str) -> HTTPError | None
     return None
 
 
+_started: list[float] = []
+
+
+def _mark_started() -> None:
+    """The first user of this process is starting: say when, for the fault schedule, which
+    counts from here (Locust's own start-up takes seconds on a loaded machine)."""
+    folder = os.environ.get("STICKLER_HISTORY_DIR")
+    if _started or not folder:
+        return
+    _started.append(time.time())
+    marker = Path(folder) / f"started-{os.getpid()}"
+    marker.write_text(repr(_started[0]))
+
+
 class Shopper(User):
     """Sessions of POST /cart (add), GET /cart (browse) and a final POST /checkout."""
 
@@ -191,6 +205,7 @@ class Shopper(User):
         if not loopback_host(self.host):
             log.error("refusing to send load to %s; only 127.0.0.0/8 is allowed", self.host)
             raise StopUser()
+        _mark_started()
         specs = population()
         runner = self.environment.runner
         workers = int(os.environ.get("STICKLER_WORKERS")
